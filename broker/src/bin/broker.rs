@@ -1,0 +1,171 @@
+//! The standalone broker: `broker [--config FILE] [--listen ADDR] …`.
+//!
+//! With no configuration it listens on 127.0.0.1:4000, lets any topic be joined, relays client
+//! events to the topic, tracks presence on `room:*` and serves a demo chat page at `/`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use broker::config::{CheckOriginSetting, Config};
+use broker::relay::RelayPolicy;
+use clap::Parser;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A Phoenix Channels + Presence compatible broker.
+///
+/// Precedence: built-in defaults < --config file < BROKER_* environment < flags.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML configuration file (see broker.example.toml).
+    #[arg(long, env = "BROKER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (port 0 = any free port; the bound address is printed).
+    #[arg(long, env = "BROKER_LISTEN")]
+    listen: Option<String>,
+    /// Socket mount path (WebSocket at PATH/websocket, LongPoll at PATH/longpoll).
+    #[arg(long, env = "BROKER_SOCKET_PATH")]
+    socket_path: Option<String>,
+    /// Origin check: true, false, conn, or a comma-separated origin list.
+    #[arg(long, env = "BROKER_CHECK_ORIGIN")]
+    check_origin: Option<String>,
+    /// Endpoint URL host compared by --check-origin true.
+    #[arg(long, env = "BROKER_URL_HOST")]
+    url_host: Option<String>,
+    /// Topic patterns clients may join (comma-separated, e.g. "room:*,lobby").
+    #[arg(long, env = "BROKER_TOPICS")]
+    topics: Option<String>,
+    /// Topic patterns with presence (comma-separated; empty string = none).
+    #[arg(long, env = "BROKER_PRESENCE_TOPICS")]
+    presence_topics: Option<String>,
+    /// presence_diff coalescing window in milliseconds (0 = one diff per change, like Phoenix).
+    #[arg(long, env = "BROKER_PRESENCE_WINDOW_MS")]
+    presence_window_ms: Option<u64>,
+    /// Refuse WebSocket connections beyond this many with 503 (0 = derive from the fd limit).
+    #[arg(long, env = "BROKER_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Pubsub/presence shards (0 = one per core).
+    #[arg(long, env = "BROKER_SHARDS")]
+    shards: Option<usize>,
+    /// Idle timeout in milliseconds (no frame received).
+    #[arg(long, env = "BROKER_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<u64>,
+    /// Do not serve the demo page at /.
+    #[arg(long)]
+    no_demo: bool,
+    /// Disable the LongPoll transport.
+    #[arg(long)]
+    no_longpoll: bool,
+    /// Print the effective configuration as TOML-like debug output and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_owned).collect()
+}
+
+fn build_config(args: &Args) -> Result<Config, String> {
+    let mut c = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(v) = &args.listen {
+        c.listen = v.clone();
+    }
+    if let Some(v) = &args.socket_path {
+        c.socket_path = v.clone();
+    }
+    if let Some(v) = &args.check_origin {
+        c.check_origin = match v.as_str() {
+            "true" => CheckOriginSetting::Bool(true),
+            "false" => CheckOriginSetting::Bool(false),
+            "conn" => CheckOriginSetting::Mode("conn".into()),
+            list => CheckOriginSetting::List(split_list(list)),
+        };
+    }
+    if let Some(v) = &args.url_host {
+        c.url_host = Some(v.clone());
+    }
+    if let Some(v) = &args.topics {
+        c.channels.topics = split_list(v);
+    }
+    if let Some(v) = &args.presence_topics {
+        c.presence.topics = split_list(v);
+    }
+    if let Some(v) = args.presence_window_ms {
+        c.presence.diff_window_ms = v;
+    }
+    if let Some(v) = args.max_connections {
+        c.limits.max_connections = v;
+    }
+    if let Some(v) = args.shards {
+        c.limits.shards = v;
+    }
+    if let Some(v) = args.idle_timeout_ms {
+        c.limits.idle_timeout_ms = v;
+    }
+    if args.no_demo {
+        c.demo_page = false;
+    }
+    if args.no_longpoll {
+        c.longpoll = false;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: draining connections");
+}
+
+fn main() {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match build_config(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("broker: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if args.print_config {
+        println!("{config:#?}");
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async move {
+        let router = match RelayPolicy::router(&config) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("broker: configuration error: {e}");
+                std::process::exit(2);
+            }
+        };
+        let server = match broker::Builder::new(config).router(router).bind().await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("broker: cannot start: {e}");
+                std::process::exit(1);
+            }
+        };
+        // The first stdout line is machine-readable: tests and scripts read the port from it.
+        println!("listening on {}", server.local_addr());
+        let _ = std::io::stdout().flush();
+        tracing::info!("demo page: http://{}/", server.local_addr());
+        server.run_until(shutdown_signal()).await;
+    });
+}

@@ -1,0 +1,259 @@
+//! Configuration: one place for every limit, each with its reason.
+//!
+//! Precedence for the standalone binary: built-in defaults < TOML file (`--config`) <
+//! environment (`BROKER_*`) < command-line flags. See `broker.example.toml`.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::origin::{CheckOrigin, OriginEntry};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port (printed at start).
+    pub listen: String,
+    /// Socket mount path `P`: WebSocket at `P/websocket`, LongPoll at `P/longpoll`.
+    pub socket_path: String,
+    /// Serve the LongPoll transport (phoenix.js `longPollFallbackMs`, networks without WS).
+    pub longpoll: bool,
+    /// `check_origin`: `true` (compare with `url_host`), `false`, `"conn"`, or a list of
+    /// origins like `["https://example.com", "//*.example.com"]`.
+    pub check_origin: CheckOriginSetting,
+    /// The endpoint URL host `check_origin = true` compares against (none: allow all).
+    pub url_host: Option<String>,
+    /// Accept the `authToken` side channel (`Sec-WebSocket-Protocol` / `X-Phoenix-AuthToken`).
+    pub auth_token: bool,
+    /// Extra WebSocket subprotocols to accept besides `phoenix`.
+    pub subprotocols: Vec<String>,
+    /// Serve the demo chat page at `/`.
+    pub demo_page: bool,
+    pub limits: Limits,
+    pub presence: PresenceConfig,
+    pub channels: ChannelsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "127.0.0.1:4000".into(),
+            socket_path: "/socket".into(),
+            longpoll: true,
+            check_origin: CheckOriginSetting::Bool(false),
+            url_host: None,
+            auth_token: false,
+            subprotocols: Vec::new(),
+            demo_page: true,
+            limits: Limits::default(),
+            presence: PresenceConfig::default(),
+            channels: ChannelsConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum CheckOriginSetting {
+    Bool(bool),
+    List(Vec<String>),
+    /// Only `"conn"`.
+    Mode(String),
+}
+
+impl Config {
+    pub fn check_origin(&self) -> Result<CheckOrigin, String> {
+        Ok(match &self.check_origin {
+            CheckOriginSetting::Bool(false) => CheckOrigin::Off,
+            CheckOriginSetting::Bool(true) => CheckOrigin::UrlHost(self.url_host.clone()),
+            CheckOriginSetting::Mode(m) if m == "conn" => CheckOrigin::Conn,
+            CheckOriginSetting::Mode(m) => return Err(format!("check_origin: unknown mode {m:?} (true, false, \"conn\" or a list)")),
+            CheckOriginSetting::List(l) => CheckOrigin::List(l.iter().map(|e| OriginEntry::parse(e)).collect::<Result<_, _>>()?),
+        })
+    }
+
+    /// Parses a TOML document over the defaults.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        self.check_origin()?;
+        if !self.socket_path.starts_with('/') || self.socket_path.ends_with('/') && self.socket_path.len() > 1 {
+            return Err(format!("socket_path {:?} must start with '/' and not end with one", self.socket_path));
+        }
+        for p in self.presence.topics.iter().chain(self.channels.topics.iter()) {
+            crate::socket::TopicPattern::parse(p)?;
+        }
+        if self.limits.max_frame_size == 0 || self.limits.outbox_max_frames == 0 || self.limits.outbox_max_bytes == 0 {
+            return Err("limits must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Every limit, with its reason.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest client message in bytes; larger closes the socket with 1009. Phoenix's effective
+    /// default (websock_adapter) is 10 000 000 (spec §2.6).
+    pub max_frame_size: usize,
+    /// Close a socket that sent nothing for this long (inbound-only rule, spec §2.6):
+    /// phoenix.js heartbeats every 30 s, so 60 s tolerates one lost heartbeat.
+    pub idle_timeout_ms: u64,
+    /// `max_channels_per_transport` (spec §2.9).
+    pub max_channels: usize,
+    /// Outbox bound in frames per connection. At one frame per broadcast, a client may fall
+    /// this many broadcasts behind before it is closed as a slow consumer (1008). 4096 covers a
+    /// 4 s stall of a topic at 1k msg/s; each queued frame costs 32 bytes of queue plus a
+    /// shared (not copied) frame.
+    pub outbox_max_frames: usize,
+    /// Outbox bound in bytes (frames are shared, so this bounds what one slow client pins):
+    /// 8 MiB.
+    pub outbox_max_bytes: usize,
+    /// Bytes read from a socket at a time. The read buffer exists only while bytes are being
+    /// decoded; an idle connection holds none (tungstenite's default 128 KiB per connection
+    /// costs ~138 KB per idle socket).
+    pub read_chunk: usize,
+    /// Refuse new WebSocket connections (HTTP 503) beyond this many; 0 = the soft fd limit
+    /// (raised to the hard limit at start) minus `fd_reserve`.
+    pub max_connections: usize,
+    /// File descriptors kept free for listening, logging and LongPoll requests when
+    /// `max_connections` is derived from the fd limit.
+    pub fd_reserve: usize,
+    /// listen(2) backlog: connect storms of thousands per second must not see SYN drops
+    /// (the kernel caps it at net.core.somaxconn).
+    pub listen_backlog: u32,
+    /// Pubsub and presence shards; 0 = one per core (see `pubsub` for why).
+    pub shards: usize,
+    /// LongPoll `window_ms`: longest hold of a GET, and per-line dispatch limit of a POST.
+    pub longpoll_window_ms: u64,
+    /// LongPoll body limit in bytes (Phoenix's HTTP body read limit is ~8 MB): larger → 400.
+    pub longpoll_max_body: usize,
+    /// LongPoll outbox bound in frames (frames wait here between polls).
+    pub longpoll_max_frames: usize,
+    /// A replaced channel gets this long to stop on a duplicate join, then it is aborted.
+    pub duplicate_join_grace_ms: u64,
+    /// On SIGINT/SIGTERM: how long connections get to close (1012) before exit.
+    pub shutdown_grace_ms: u64,
+    /// Reading an HTTP request head may take at most this long (slowloris protection).
+    pub http_header_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_frame_size: 10_000_000,
+            idle_timeout_ms: 60_000,
+            max_channels: 100,
+            outbox_max_frames: 4096,
+            outbox_max_bytes: 8 << 20,
+            read_chunk: 4096,
+            max_connections: 0,
+            fd_reserve: 100,
+            listen_backlog: 4096,
+            shards: 0,
+            longpoll_window_ms: 10_000,
+            longpoll_max_body: 8_000_000,
+            longpoll_max_frames: 4096,
+            duplicate_join_grace_ms: 5_000,
+            shutdown_grace_ms: 10_000,
+            http_header_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn longpoll_window(&self) -> Duration {
+        Duration::from_millis(self.longpoll_window_ms)
+    }
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+/// Standalone mode's built-in relay channel.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelsConfig {
+    /// Topic patterns clients may join (`"*"` = any topic).
+    pub topics: Vec<String>,
+    /// Relay client events to every subscriber of the topic (including the sender, like
+    /// `broadcast!`), and reply ok.
+    pub relay: bool,
+}
+
+impl Default for ChannelsConfig {
+    fn default() -> Self {
+        ChannelsConfig { topics: vec!["*".into()], relay: true }
+    }
+}
+
+/// Standalone mode's presence.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// Topic patterns with presence turned on.
+    pub topics: Vec<String>,
+    /// The connect param that names the user (the presence key). Without it a socket is
+    /// tracked under an anonymous per-socket key.
+    pub key_param: String,
+    /// Join params copied into the initial meta (besides `online_at`).
+    pub meta_params: Vec<String>,
+    /// Largest JSON size of a meta taken from a client, in bytes.
+    pub max_meta_bytes: usize,
+    /// Client event that updates the sender's own meta (payload = allow-listed fields).
+    pub update_event: String,
+    /// Coalescing window for `presence_diff` in ms; 0 = one diff per change (Phoenix).
+    pub diff_window_ms: u64,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            topics: vec!["room:*".into()],
+            key_param: "user_id".into(),
+            meta_params: vec!["name".into(), "status".into(), "typing".into()],
+            max_meta_bytes: 1024,
+            update_event: "presence:update".into(),
+            diff_window_ms: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults() {
+        let c = Config::from_toml(
+            r#"
+            listen = "127.0.0.1:0"
+            check_origin = ["https://example.com"]
+            [limits]
+            max_channels = 5
+            [presence]
+            diff_window_ms = 50
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:0");
+        assert_eq!(c.limits.max_channels, 5);
+        assert_eq!(c.limits.idle_timeout_ms, 60_000);
+        assert_eq!(c.presence.diff_window_ms, 50);
+        assert!(matches!(c.check_origin().unwrap(), CheckOrigin::List(_)));
+        c.validate().unwrap();
+        assert!(Config::from_toml("nonsense = 1").is_err());
+        let bad = Config { check_origin: CheckOriginSetting::Mode("x".into()), ..Config::default() };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,116 @@
+//! Process-wide counters, served as Prometheus text at `/metrics`.
+//!
+//! Counters are relaxed atomics bumped once per event (a delivery batch counts once per shard
+//! and broadcast, not once per subscriber, so the hot loop touches no shared cache line).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Counter {
+        Counter(AtomicU64::new(0))
+    }
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub const fn new() -> Gauge {
+        Gauge(AtomicI64::new(0))
+    }
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+pub struct Metrics {
+    pub connections: Gauge,
+    pub connections_total: Counter,
+    pub longpoll_sessions: Gauge,
+    pub channels: Gauge,
+    pub joins: Counter,
+    pub join_errors: Counter,
+    pub channel_crashes: Counter,
+    pub messages_in: Counter,
+    pub broadcasts: Counter,
+    pub broadcast_encodes: Counter,
+    pub deliveries: Counter,
+    pub slow_consumers: Counter,
+    pub frames_dropped: Counter,
+    pub decode_errors: Counter,
+    pub accept_errors: Counter,
+    pub refused_at_capacity: Counter,
+    pub presence_diffs: Counter,
+}
+
+pub static METRICS: Metrics = Metrics {
+    connections: Gauge::new(),
+    connections_total: Counter::new(),
+    longpoll_sessions: Gauge::new(),
+    channels: Gauge::new(),
+    joins: Counter::new(),
+    join_errors: Counter::new(),
+    channel_crashes: Counter::new(),
+    messages_in: Counter::new(),
+    broadcasts: Counter::new(),
+    broadcast_encodes: Counter::new(),
+    deliveries: Counter::new(),
+    slow_consumers: Counter::new(),
+    frames_dropped: Counter::new(),
+    decode_errors: Counter::new(),
+    accept_errors: Counter::new(),
+    refused_at_capacity: Counter::new(),
+    presence_diffs: Counter::new(),
+};
+
+impl Metrics {
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut g = |name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP phx_broker_{name} {help}\n# TYPE phx_broker_{name} gauge\nphx_broker_{name} {v}");
+        };
+        g("connections", "Open WebSocket connections.", self.connections.get());
+        g("longpoll_sessions", "Live LongPoll sessions.", self.longpoll_sessions.get());
+        g("channels", "Joined channels.", self.channels.get());
+        let counters: [(&str, &str, &Counter); 14] = [
+            ("connections_total", "WebSocket connections accepted.", &self.connections_total),
+            ("joins_total", "Successful joins.", &self.joins),
+            ("join_errors_total", "Joins refused or crashed.", &self.join_errors),
+            ("channel_crashes_total", "Channels that crashed (phx_error).", &self.channel_crashes),
+            ("messages_in_total", "Client messages decoded.", &self.messages_in),
+            ("broadcasts_total", "Broadcasts dispatched.", &self.broadcasts),
+            ("broadcast_encodes_total", "Fastlane frames encoded (once per serializer per broadcast).", &self.broadcast_encodes),
+            ("deliveries_total", "Fastlane frames queued to subscribers.", &self.deliveries),
+            ("slow_consumers_total", "Connections closed because their outbox overflowed.", &self.slow_consumers),
+            ("frames_dropped_total", "Frames that could not be encoded for a subscriber (binary on V1/LongPoll).", &self.frames_dropped),
+            ("decode_errors_total", "Undecodable client frames (socket closed 1011).", &self.decode_errors),
+            ("accept_errors_total", "accept() failures (EMFILE and others).", &self.accept_errors),
+            ("refused_at_capacity_total", "Connections refused with 503 at the connection limit.", &self.refused_at_capacity),
+            ("presence_diffs_total", "presence_diff broadcasts sent.", &self.presence_diffs),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(out, "# HELP phx_broker_{name} {help}\n# TYPE phx_broker_{name} counter\nphx_broker_{name} {}", c.get());
+        }
+        out
+    }
+}

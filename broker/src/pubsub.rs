@@ -1,0 +1,364 @@
+//! PubSub: topic → subscribers, and the fan-out of broadcasts (spec §5.5).
+//!
+//! ## Sharding, and why this way
+//! Subscriptions are sharded **by connection** (`shard = conn_id % shards`), not by topic, and
+//! each shard is owned by one task that receives commands over a bounded queue. So:
+//! * a broadcast to a big topic is split into `shards` independent loops that run on different
+//!   cores at once (one shard per core by default): sharding by topic would put a 19k-member
+//!   room on one core;
+//! * no lock exists at all: a shard's map is touched only by its owner task, so no lock can be
+//!   held across O(subscribers) work or across an `.await`;
+//! * every frame for one connection is produced by one shard in command order, which gives the
+//!   ordering guarantees of spec §4.4 and §5.5 cheaply: a join's `Subscribe` carries the join
+//!   reply (`then_push`), so no broadcast can reach the client before its join reply, and a
+//!   leave's `Unsubscribe` carries `phx_close`, so no broadcast follows it (spec §12.3).
+//!
+//! ## Publish path
+//! [`PubSub::broadcast`] wraps the message in an `Arc<Broadcast>` and sends it to every shard.
+//! Each shard walks its subscribers of the topic; for a fastlane subscriber whose channel does
+//! not intercept the event it takes the frame for the subscriber's serializer — encoded once per
+//! broadcast, on first use, by [`Broadcast::frame`] — and pushes a clone (a refcount) onto the
+//! subscriber's [`Outbox`]. Intercepted events go to the channel's `handle_out` instead.
+//!
+//! A bus for multi-node (Redis) plugs in at [`PubSub::broadcast`]: publish to the bus, and feed
+//! what arrives from the bus into [`PubSub::local_broadcast`] with `from = None`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::METRICS;
+use crate::outbox::{Outbox, PushError};
+use crate::serializer::{encode_broadcast, EncodeError, Frame, Payload, Serializer};
+
+/// Identifies one subscription owner (a channel incarnation, or a transport).
+pub type SubId = u64;
+
+static NEXT_SUB_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh, process-unique subscription id.
+pub fn next_sub_id() -> SubId {
+    NEXT_SUB_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `Broadcast{topic, event, payload}` with its frames, encoded lazily once per serializer.
+pub struct Broadcast {
+    pub topic: Arc<str>,
+    pub event: String,
+    pub payload: Payload,
+    frames: [OnceLock<Result<Frame, EncodeError>>; 2],
+}
+
+impl Broadcast {
+    pub fn new(topic: impl Into<Arc<str>>, event: impl Into<String>, payload: Payload) -> Broadcast {
+        Broadcast { topic: topic.into(), event: event.into(), payload, frames: [OnceLock::new(), OnceLock::new()] }
+    }
+
+    /// The fastlane frame for a serializer, encoded on first use and shared after that.
+    pub fn frame(&self, ser: Serializer) -> Result<&Frame, EncodeError> {
+        self.frames[ser.index()]
+            .get_or_init(|| {
+                METRICS.broadcast_encodes.inc();
+                encode_broadcast(ser, &self.topic, &self.event, &self.payload)
+            })
+            .as_ref()
+            .map_err(|e| e.clone())
+    }
+}
+
+/// Called with a broadcast for subscribers that are not plain fastlane deliveries.
+pub type Deliver = Arc<dyn Fn(&Arc<Broadcast>) + Send + Sync>;
+
+/// How a subscriber receives broadcasts.
+#[derive(Clone)]
+pub enum SubKind {
+    /// A joined channel: frames go straight to its connection's outbox, except for events the
+    /// channel intercepts, which go to `handle_out`.
+    Fastlane { outbox: Arc<Outbox>, serializer: Serializer, intercepts: Arc<[String]>, handle_out: Deliver },
+    /// Anything else (a transport's socket-id topic, a channel's extra subscription).
+    Plain(Deliver),
+}
+
+enum Command {
+    Subscribe { topic: Arc<str>, id: SubId, kind: SubKind, then_push: Vec<Frame>, done: oneshot::Sender<()> },
+    Unsubscribe { topic: Arc<str>, id: SubId, then_push: Option<(Arc<Outbox>, Vec<Frame>)>, done: Option<oneshot::Sender<()>> },
+    Publish { msg: Arc<Broadcast>, from: Option<SubId>, done: Option<oneshot::Sender<()>> },
+}
+
+/// Bound of each shard's command queue. Publishers wait (asynchronously) when a shard is this
+/// far behind: backpressure on producers instead of unbounded memory.
+const SHARD_QUEUE: usize = 65_536;
+
+/// The sharded subscription registry. Cheap to clone.
+#[derive(Clone)]
+pub struct PubSub {
+    shards: Arc<[mpsc::Sender<Command>]>,
+}
+
+impl PubSub {
+    /// Starts `shards` shard tasks on the current tokio runtime.
+    pub fn start(shards: usize) -> PubSub {
+        let shards = shards.max(1);
+        let senders: Vec<_> = (0..shards)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+                tokio::spawn(Shard::default().run(rx));
+                tx
+            })
+            .collect();
+        PubSub { shards: senders.into() }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard that holds a connection's subscriptions.
+    pub fn shard_of(&self, conn_id: u64) -> usize {
+        (conn_id % self.shards.len() as u64) as usize
+    }
+
+    /// Subscribes `id` to `topic` in shard `shard`, then pushes `then_push` to the subscriber's
+    /// outbox (for a fastlane subscription) before any broadcast can reach it. Resolves once the
+    /// subscription is in place.
+    pub async fn subscribe(&self, shard: usize, topic: Arc<str>, id: SubId, kind: SubKind, then_push: Vec<Frame>) {
+        let (done, wait) = oneshot::channel();
+        if self.shards[shard].send(Command::Subscribe { topic, id, kind, then_push, done }).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Removes a subscription; then pushes `then_push` to `outbox`, after any broadcast the shard
+    /// delivered to it before. Resolves once done.
+    pub async fn unsubscribe(&self, shard: usize, topic: Arc<str>, id: SubId, then_push: Option<(Arc<Outbox>, Vec<Frame>)>) {
+        let (done, wait) = oneshot::channel();
+        let cmd = Command::Unsubscribe { topic, id, then_push, done: Some(done) };
+        if self.shards[shard].send(cmd).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Best-effort removal without waiting (used from `Drop`).
+    pub fn unsubscribe_nowait(&self, shard: usize, topic: Arc<str>, id: SubId) {
+        let cmd = Command::Unsubscribe { topic, id, then_push: None, done: None };
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.shards[shard].try_send(cmd) {
+            let tx = self.shards[shard].clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+    }
+
+    /// Broadcasts to every subscriber of the topic in the cluster. Single node for now: the
+    /// multi-node bus hooks in here (publish to the bus, then dispatch locally).
+    pub async fn broadcast(&self, msg: Broadcast, from: Option<SubId>, wait_for_shard: Option<usize>) {
+        self.local_broadcast(Arc::new(msg), from, wait_for_shard).await
+    }
+
+    /// Dispatches a broadcast to this node's subscribers. `from` is skipped (`broadcast_from`).
+    /// With `wait_for_shard`, resolves only once that shard has delivered it: a channel uses it
+    /// so that its own broadcast precedes its reply on its own socket (spec §5.5).
+    pub async fn local_broadcast(&self, msg: Arc<Broadcast>, from: Option<SubId>, wait_for_shard: Option<usize>) {
+        METRICS.broadcasts.inc();
+        let mut wait = None;
+        for (i, shard) in self.shards.iter().enumerate() {
+            let done = if wait_for_shard == Some(i) {
+                let (tx, rx) = oneshot::channel();
+                wait = Some(rx);
+                Some(tx)
+            } else {
+                None
+            };
+            let _ = shard.send(Command::Publish { msg: msg.clone(), from, done }).await;
+        }
+        if let Some(rx) = wait {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct TopicSubs {
+    subs: Vec<(SubId, SubKind)>,
+    index: HashMap<SubId, usize>,
+}
+
+#[derive(Default)]
+struct Shard {
+    topics: HashMap<Arc<str>, TopicSubs>,
+}
+
+impl Shard {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut batch = Vec::with_capacity(64);
+        while rx.recv_many(&mut batch, 64).await > 0 {
+            for cmd in batch.drain(..) {
+                self.handle(cmd);
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Subscribe { topic, id, kind, then_push, done } => {
+                if !then_push.is_empty() {
+                    if let SubKind::Fastlane { outbox, .. } = &kind {
+                        let _ = outbox.push_all(then_push);
+                    }
+                }
+                let entry = self
+                    .topics
+                    .entry(topic)
+                    .or_insert_with(|| TopicSubs { subs: Vec::new(), index: HashMap::new() });
+                match entry.index.get(&id) {
+                    Some(&i) => entry.subs[i].1 = kind,
+                    None => {
+                        entry.index.insert(id, entry.subs.len());
+                        entry.subs.push((id, kind));
+                    }
+                }
+                let _ = done.send(());
+            }
+            Command::Unsubscribe { topic, id, then_push, done } => {
+                if let Some(entry) = self.topics.get_mut(&topic) {
+                    if let Some(i) = entry.index.remove(&id) {
+                        entry.subs.swap_remove(i);
+                        if let Some((moved, _)) = entry.subs.get(i) {
+                            entry.index.insert(*moved, i);
+                        }
+                    }
+                    if entry.subs.is_empty() {
+                        self.topics.remove(&topic);
+                    }
+                }
+                if let Some((outbox, frames)) = then_push {
+                    let _ = outbox.push_all(frames);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            Command::Publish { msg, from, done } => {
+                if let Some(entry) = self.topics.get(&msg.topic) {
+                    let delivered = dispatch(&msg, from, &entry.subs);
+                    METRICS.deliveries.add(delivered);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Delivers one broadcast to a shard's subscribers of its topic; returns the number of frames
+/// queued. Per subscriber: a refcount and a queue push (or a `handle_out` hand-off).
+pub fn dispatch(msg: &Arc<Broadcast>, from: Option<SubId>, subs: &[(SubId, SubKind)]) -> u64 {
+    let mut delivered = 0;
+    for (id, kind) in subs {
+        if Some(*id) == from {
+            continue;
+        }
+        match kind {
+            SubKind::Fastlane { outbox, serializer, intercepts, handle_out } => {
+                if !intercepts.is_empty() && intercepts.iter().any(|e| *e == msg.event) {
+                    handle_out(msg);
+                    continue;
+                }
+                match msg.frame(*serializer) {
+                    Ok(frame) => match outbox.push(frame.clone()) {
+                        Ok(()) => delivered += 1,
+                        Err(PushError::SlowConsumer | PushError::Closed) => {}
+                    },
+                    Err(_) => METRICS.frames_dropped.inc(),
+                }
+            }
+            SubKind::Plain(deliver) => deliver(msg),
+        }
+    }
+    delivered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::OutboxLimits;
+    use std::collections::VecDeque;
+
+    fn outbox() -> Arc<Outbox> {
+        Arc::new(Outbox::new(OutboxLimits { max_frames: 100, max_bytes: 1 << 20 }))
+    }
+    fn fastlane(o: &Arc<Outbox>, ser: Serializer) -> SubKind {
+        SubKind::Fastlane { outbox: o.clone(), serializer: ser, intercepts: Arc::from(vec![]), handle_out: Arc::new(|_| {}) }
+    }
+    fn drain(o: &Outbox) -> Vec<String> {
+        let mut q = VecDeque::new();
+        o.drain_into(&mut q);
+        q.iter().map(|f| String::from_utf8(f.body().to_vec()).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn broadcast_reaches_subscribers_once_per_serializer_encode() {
+        let ps = PubSub::start(2);
+        let (a, b, c) = (outbox(), outbox(), outbox());
+        ps.subscribe(0, "room:1".into(), 1, fastlane(&a, Serializer::V2), vec![]).await;
+        ps.subscribe(1, "room:1".into(), 2, fastlane(&b, Serializer::V2), vec![]).await;
+        ps.subscribe(1, "room:1".into(), 3, fastlane(&c, Serializer::V1), vec![]).await;
+        let msg = Arc::new(Broadcast::new("room:1", "ev", Payload::Json(bytes::Bytes::from_static(b"{\"a\":1}"))));
+        ps.local_broadcast(msg.clone(), Some(2), Some(0)).await;
+        ps.local_broadcast(Arc::new(Broadcast::new("room:2", "x", Payload::empty_object())), None, Some(1)).await;
+        assert_eq!(drain(&a), vec![r#"[null,null,"room:1","ev",{"a":1}]"#]);
+        assert!(drain(&b).is_empty(), "broadcast_from skips the sender");
+        assert_eq!(drain(&c), vec![r#"{"event":"ev","payload":{"a":1},"ref":null,"topic":"room:1"}"#]);
+        // The same shared frame was handed out: both serializers encoded exactly once.
+        assert!(msg.frames[0].get().is_some() && msg.frames[1].get().is_some());
+    }
+
+    #[tokio::test]
+    async fn subscribe_then_push_precedes_broadcasts_and_unsubscribe_then_push_follows() {
+        let ps = PubSub::start(1);
+        let a = outbox();
+        let reply = Frame::from_body(crate::serializer::Opcode::Text, b"reply");
+        ps.subscribe(0, "t".into(), 1, fastlane(&a, Serializer::V2), vec![reply]).await;
+        ps.local_broadcast(Arc::new(Broadcast::new("t", "e", Payload::empty_object())), None, None).await;
+        let close = Frame::from_body(crate::serializer::Opcode::Text, b"close");
+        ps.unsubscribe(0, "t".into(), 1, Some((a.clone(), vec![close]))).await;
+        ps.local_broadcast(Arc::new(Broadcast::new("t", "e2", Payload::empty_object())), None, Some(0)).await;
+        assert_eq!(drain(&a), vec!["reply", r#"[null,null,"t","e",{}]"#, "close"]);
+    }
+
+    #[tokio::test]
+    async fn intercepted_events_go_to_handle_out() {
+        let ps = PubSub::start(1);
+        let a = outbox();
+        let seen = Arc::new(parking_lot::Mutex::new(vec![]));
+        let s2 = seen.clone();
+        let kind = SubKind::Fastlane {
+            outbox: a.clone(),
+            serializer: Serializer::V2,
+            intercepts: Arc::from(vec!["secret".to_string()]),
+            handle_out: Arc::new(move |b: &Arc<Broadcast>| s2.lock().push(b.event.clone())),
+        };
+        ps.subscribe(0, "t".into(), 1, kind, vec![]).await;
+        ps.local_broadcast(Arc::new(Broadcast::new("t", "secret", Payload::empty_object())), None, None).await;
+        ps.local_broadcast(Arc::new(Broadcast::new("t", "open", Payload::empty_object())), None, Some(0)).await;
+        assert_eq!(*seen.lock(), vec!["secret".to_string()]);
+        assert_eq!(drain(&a), vec![r#"[null,null,"t","open",{}]"#]);
+    }
+
+    #[tokio::test]
+    async fn unsubscribe_keeps_index_consistent() {
+        let ps = PubSub::start(1);
+        let boxes: Vec<_> = (0..5).map(|_| outbox()).collect();
+        for (i, o) in boxes.iter().enumerate() {
+            ps.subscribe(0, "t".into(), i as u64, fastlane(o, Serializer::V2), vec![]).await;
+        }
+        ps.unsubscribe(0, "t".into(), 1, None).await;
+        ps.unsubscribe(0, "t".into(), 0, None).await;
+        ps.unsubscribe(0, "t".into(), 42, None).await;
+        ps.local_broadcast(Arc::new(Broadcast::new("t", "e", Payload::empty_object())), None, Some(0)).await;
+        let got: Vec<usize> = boxes.iter().map(|o| drain(o).len()).collect();
+        assert_eq!(got, vec![0, 0, 1, 1, 1]);
+    }
+}

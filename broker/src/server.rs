@@ -1,0 +1,252 @@
+//! The listener: binding (backlog, fd limit), the accept loop (EMFILE backoff), HTTP/1.1
+//! connections, and graceful shutdown (drain with 1012).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::longpoll::LongPoll;
+use crate::metrics::METRICS;
+use crate::origin::CheckOrigin;
+use crate::presence::Presence;
+use crate::pubsub::{Broadcast, PubSub};
+use crate::serializer::Payload;
+use crate::socket::{AllowAll, Endpoint, Router, SocketHandler, SocketLimits};
+
+/// Shared by every connection of a server.
+pub struct ServerState {
+    pub config: Arc<Config>,
+    pub endpoint: Arc<Endpoint>,
+    pub check_origin: CheckOrigin,
+    pub local_addr: SocketAddr,
+    pub max_connections: usize,
+    pub longpoll: LongPoll,
+    shutdown: watch::Sender<bool>,
+    conn_ids: AtomicU64,
+}
+
+impl ServerState {
+    pub fn next_conn_id(&self) -> u64 {
+        self.conn_ids.fetch_add(1, Ordering::Relaxed)
+    }
+    pub fn shutdown_rx(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Builds a server: configuration, channel routes and the socket handler.
+pub struct Builder {
+    config: Config,
+    router: Router,
+    handler: Arc<dyn SocketHandler>,
+}
+
+impl Builder {
+    pub fn new(config: Config) -> Builder {
+        Builder { config, router: Router::new(), handler: Arc::new(AllowAll) }
+    }
+
+    pub fn router(mut self, router: Router) -> Builder {
+        self.router = router;
+        self
+    }
+
+    pub fn socket_handler(mut self, handler: impl SocketHandler) -> Builder {
+        self.handler = Arc::new(handler);
+        self
+    }
+
+    /// Binds the listener and starts the pubsub and presence shards. Must run inside a tokio
+    /// runtime.
+    pub async fn bind(self) -> std::io::Result<Server> {
+        self.config.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let soft_limit = raise_fd_limit();
+        let addr: SocketAddr = self
+            .config
+            .listen
+            .parse()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("listen {:?}: {e}", self.config.listen)))?;
+        let listener = bind_listener(addr, self.config.limits.listen_backlog)?;
+        let local_addr = listener.local_addr()?;
+        let shards = self.config.limits.shard_count();
+        let pubsub = PubSub::start(shards);
+        let presence = Presence::start(pubsub.clone(), shards, self.config.presence.diff_window_ms);
+        let limits = &self.config.limits;
+        let max_connections = if limits.max_connections > 0 {
+            limits.max_connections
+        } else {
+            (soft_limit as usize).saturating_sub(limits.fd_reserve).max(1)
+        };
+        let endpoint = Arc::new(Endpoint {
+            router: self.router,
+            handler: self.handler,
+            pubsub,
+            presence,
+            limits: SocketLimits {
+                max_channels: limits.max_channels,
+                duplicate_join_grace: Duration::from_millis(limits.duplicate_join_grace_ms),
+            },
+        });
+        let check_origin = self.config.check_origin().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let (shutdown, _) = watch::channel(false);
+        let state = Arc::new(ServerState {
+            config: Arc::new(self.config),
+            endpoint,
+            check_origin,
+            local_addr,
+            max_connections,
+            longpoll: LongPoll::default(),
+            shutdown,
+            conn_ids: AtomicU64::new(1),
+        });
+        Ok(Server { listener, state })
+    }
+}
+
+/// A bound server. [`Server::handle`] gives a handle for broadcasting from outside channels.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<ServerState>,
+}
+
+/// Phoenix's `Endpoint`: broadcast from outside any channel.
+#[derive(Clone)]
+pub struct BrokerHandle {
+    pubsub: PubSub,
+    presence: Presence,
+}
+
+impl BrokerHandle {
+    /// `Endpoint.broadcast(topic, event, payload)`: every subscriber of `topic`. The payload
+    /// must be a JSON object or binary (spec §3.5).
+    pub async fn broadcast(&self, topic: &str, event: &str, payload: Payload) -> Result<(), crate::channel::PushFailed> {
+        if !payload.is_object_or_binary() {
+            return Err(crate::channel::PushFailed::PayloadNotObject);
+        }
+        self.pubsub.broadcast(Broadcast::new(topic, event, payload), None, None).await;
+        Ok(())
+    }
+
+    /// Closes every socket whose id is `socket_id` (a `"disconnect"` broadcast, spec §2.7).
+    pub async fn disconnect(&self, socket_id: &str) {
+        self.pubsub.broadcast(Broadcast::new(socket_id, "disconnect", Payload::empty_object()), None, None).await;
+    }
+
+    pub fn pubsub(&self) -> &PubSub {
+        &self.pubsub
+    }
+
+    pub fn presence(&self) -> &Presence {
+        &self.presence
+    }
+
+    /// Broadcast helper for JSON values.
+    pub async fn broadcast_json(&self, topic: &str, event: &str, payload: &Value) -> Result<(), crate::channel::PushFailed> {
+        self.broadcast(topic, event, Payload::json(payload)).await
+    }
+}
+
+impl Server {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.state.local_addr
+    }
+
+    pub fn handle(&self) -> BrokerHandle {
+        BrokerHandle { pubsub: self.state.endpoint.pubsub.clone(), presence: self.state.endpoint.presence.clone() }
+    }
+
+    /// Serves until `shutdown` resolves, then drains: every WebSocket is closed with 1012,
+    /// LongPoll sessions stop, and the call returns once connections are gone (or after
+    /// `shutdown_grace_ms`).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        let Server { listener, state } = self;
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((tcp, peer)) => {
+                        backoff = Duration::from_millis(5);
+                        tokio::spawn(serve_connection(state.clone(), tcp, peer));
+                    }
+                    Err(e) => {
+                        METRICS.accept_errors.inc();
+                        // EMFILE/ENFILE: out of descriptors. Back off (exponentially, ≤ 1 s)
+                        // instead of spinning; connections waiting in the backlog are accepted
+                        // once descriptors free up.
+                        if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                            tracing::warn!("accept: out of file descriptors; backing off {backoff:?}");
+                        } else {
+                            tracing::warn!("accept: {e}");
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                },
+                _ = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        let _ = state.shutdown.send(true);
+        let grace = Duration::from_millis(state.config.limits.shutdown_grace_ms);
+        let deadline = tokio::time::Instant::now() + grace;
+        while (METRICS.connections.get() > 0 || METRICS.longpoll_sessions.get() > 0) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn serve_connection(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let io = TokioIo::new(tcp);
+    let svc_state = state.clone();
+    let svc = service_fn(move |req| crate::http::handle(svc_state.clone(), req, peer));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(state.config.limits.http_header_timeout_ms))
+        .keep_alive(true)
+        .max_buf_size(64 * 1024)
+        .serve_connection(io, svc)
+        .with_upgrades();
+    let _ = conn.await;
+}
+
+/// Binds with an explicit listen backlog (≥ 4096: connect storms must not drop SYNs; the
+/// kernel caps it at net.core.somaxconn).
+fn bind_listener(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit + wire tests, the phoenix.js conformance suite (Node), and a
+# short loadgen smoke run. Needs cargo and node/npm; installs the npm packages if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo build (workspace, tests, examples)"
+cargo build --workspace --all-targets
+
+echo "== cargo test"
+cargo test --workspace
+
+echo "== phoenix.js conformance (node --test)"
+if [ ! -d tests/js/node_modules ]; then
+  (cd tests/js && npm ci --no-audit --no-fund)
+fi
+export BROKER_BIN="$PWD/target/debug/broker"
+export CONFORMANCE_BIN="$PWD/target/debug/examples/conformance"
+(cd tests/js && npm test)
+
+if [ -x scripts/loadgen-smoke.sh ]; then
+  echo "== loadgen smoke"
+  scripts/loadgen-smoke.sh
+fi

@@ -8,7 +8,9 @@
 //! * `room:*`, `lobby` → [`TestChannel`]: behaviour chosen by join params and event names.
 //! * `intercept:*` → [`InterceptChannel`]: intercepts `secret` (re-pushed, wrapped) and
 //!   `filtered` (dropped).
-//! * `presence:*` → [`PresenceChannel`]: tracks `params.user` (or the `user_id` connect param).
+//! * `presence:*` → [`PresenceChannel`]: tracks `params.user` (or the `user_id` connect param)
+//!   with meta `params.meta` after the join, then pushes `presence_state`; events `tracked`,
+//!   `track_again`, `update`, `update_missing`, `untrack`, `list`, `crash`.
 //! * `observer` → [`TestChannel`]; termination reasons of other channels are broadcast here as
 //!   `terminated` events.
 
@@ -112,14 +114,23 @@ impl Channel for TestChannel {
                 let _ = ctx.push("pushed", payload);
                 Reply::ok()
             }
+            // V2 refuses a non-object push payload (spec §3.5); V1 sends it.
             "push_non_object" => match ctx.push("x", Payload::json(&json!(1))) {
+                Ok(()) => Reply::ok(),
                 Err(PushFailed::PayloadNotObject) => Reply::error(json!({"reason": "payload not object"})),
-                other => Reply::error(json!({"reason": format!("{other:?}")})),
+                Err(other) => Reply::error(json!({"reason": format!("{other:?}")})),
             },
-            "push_binary" => {
-                let _ = ctx.push("bin", Payload::Binary(Bytes::from_static(&[9, 8, 7])));
-                Reply::ok()
-            }
+            // A binary push; a push the server cannot encode (V1, header field > 255 bytes) is
+            // reported in the reply instead of being sent.
+            "push_binary" => match ctx.push("bin", Payload::Binary(Bytes::from_static(&[9, 8, 7]))) {
+                Ok(()) => Reply::ok(),
+                Err(e) => Reply::error(json!({"reason": format!("{e:?}")})),
+            },
+            // What handle_in received: bytes (binary push) or the JSON payload.
+            "describe" => match &payload {
+                Payload::Binary(b) => Reply::ok_with(json!({"binary": true, "bytes": b.to_vec()})),
+                json => Reply::ok_with(json!({"binary": false, "payload": obj(json)})),
+            },
             "broadcast" => {
                 let _ = ctx.broadcast("broadcasted", payload).await;
                 Reply::ok()
@@ -204,6 +215,8 @@ impl Channel for InterceptChannel {
 struct PresenceChannel {
     key: String,
     meta: Map<String, Value>,
+    /// What `track` returned after the join: `Ok(phx_ref)` or the error's name.
+    tracked: Option<Result<String, String>>,
 }
 
 #[async_trait]
@@ -221,7 +234,7 @@ impl Channel for PresenceChannel {
     }
 
     async fn after_join(&mut self, ctx: &mut ChannelContext) -> Continue {
-        let _ = ctx.track(&self.key, self.meta.clone()).await;
+        self.tracked = Some(ctx.track(&self.key, self.meta.clone()).await.map_err(|e| format!("{e:?}")));
         let _ = ctx.push_presence_state().await;
         Continue::Continue
     }
@@ -247,6 +260,12 @@ impl Channel for PresenceChannel {
             "update_missing" => match ctx.update_presence("nobody", Map::new()).await {
                 Ok(_) => Reply::ok(),
                 Err(e) => Reply::error(json!({"reason": format!("{e:?}")})),
+            },
+            // The result of the `track` made after the join.
+            "tracked" => match &self.tracked {
+                Some(Ok(r)) => Reply::ok_with(json!({"phx_ref": r})),
+                Some(Err(e)) => Reply::error(json!({"reason": e})),
+                None => Reply::error(json!({"reason": "not tracked"})),
             },
             "crash" => panic!("presence channel crashed on purpose"),
             "list" => Reply::ok_with(ctx.presence().list(ctx.topic()).await),

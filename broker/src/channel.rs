@@ -247,7 +247,7 @@ impl ChannelContext {
             self.socket.serializer,
             &self.reply_join_ref,
             &None,
-            &TopicField::Str(self.topic.to_string()),
+            &*self.topic,
             event,
             &payload,
         )
@@ -345,7 +345,7 @@ impl ChannelContext {
             self.socket.serializer,
             &self.reply_join_ref,
             ref_,
-            &TopicField::Str(self.topic.to_string()),
+            &*self.topic,
             status,
             response,
         )
@@ -356,7 +356,7 @@ impl ChannelContext {
             self.socket.serializer,
             &self.join_ref,
             &self.join_ref,
-            &TopicField::Str(self.topic.to_string()),
+            &*self.topic,
             event,
             payload,
         )
@@ -390,7 +390,7 @@ impl SocketRef {
             self.socket.serializer,
             &self.join_ref,
             &Some(self.ref_.clone()),
-            &TopicField::Str(self.topic.to_string()),
+            &*self.topic,
             status,
             &response,
         )

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -172,7 +173,7 @@ async fn websocket(state: Arc<ServerState>, mut req: Request<Incoming>, peer: So
     let Some(key) = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec()) else {
         return text(StatusCode::BAD_REQUEST, "'sec-websocket-key' header is missing");
     };
-    if METRICS.connections.get() as usize >= state.max_connections {
+    if state.open_connections.load(Ordering::Relaxed) >= state.max_connections {
         METRICS.refused_at_capacity.inc();
         return text(StatusCode::SERVICE_UNAVAILABLE, "server at connection capacity; retry later");
     }
@@ -185,8 +186,10 @@ async fn websocket(state: Arc<ServerState>, mut req: Request<Incoming>, peer: So
     let shutdown = state.shutdown_rx();
     METRICS.connections.inc();
     METRICS.connections_total.inc();
+    state.open_connections.fetch_add(1, Ordering::Relaxed);
+    let guard = ConnGuard(state.clone());
     tokio::spawn(async move {
-        let _count = ConnGuard;
+        let _count = guard;
         let Ok(upgraded) = on_upgrade.await else { return };
         let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
             tracing::error!("upgraded connection is not a TCP stream");
@@ -215,10 +218,11 @@ async fn websocket(state: Arc<ServerState>, mut req: Request<Incoming>, peer: So
 }
 
 /// Decrements the connection gauge when a WebSocket connection ends, however it ends.
-struct ConnGuard;
+struct ConnGuard(Arc<ServerState>);
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         METRICS.connections.dec();
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -43,6 +43,17 @@ pub struct LongPoll {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
 }
 
+impl LongPoll {
+    /// Live sessions.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 struct Session {
     token: String,
     outbox: Arc<Outbox>,

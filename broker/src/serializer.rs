@@ -164,18 +164,40 @@ pub enum TopicField {
     Invalid(String),
 }
 
-impl TopicField {
+/// A borrowed topic for encoding: a string, or the raw JSON of a non-string topic.
+#[derive(Clone, Copy, Debug)]
+pub enum TopicRef<'a> {
+    Str(&'a str),
+    Invalid(&'a str),
+}
+
+impl<'a> From<&'a TopicField> for TopicRef<'a> {
+    fn from(t: &'a TopicField) -> TopicRef<'a> {
+        match t {
+            TopicField::Str(s) => TopicRef::Str(s),
+            TopicField::Invalid(raw) => TopicRef::Invalid(raw),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for TopicRef<'a> {
+    fn from(t: &'a str) -> TopicRef<'a> {
+        TopicRef::Str(t)
+    }
+}
+
+impl TopicRef<'_> {
     fn write_json(&self, out: &mut BytesMut) {
         match self {
-            TopicField::Str(s) => write_json_str(s, out),
-            TopicField::Invalid(raw) => out.put_slice(raw.as_bytes()),
+            TopicRef::Str(s) => write_json_str(s, out),
+            TopicRef::Invalid(raw) => out.put_slice(raw.as_bytes()),
         }
     }
 
     fn binary_text(&self) -> &str {
         match self {
-            TopicField::Str(s) => s,
-            TopicField::Invalid(raw) => raw,
+            TopicRef::Str(s) => s,
+            TopicRef::Invalid(raw) => raw,
         }
     }
 }
@@ -429,14 +451,15 @@ pub enum EncodeError {
 
 /// Encodes a message `[join_ref, ref, topic, event, payload]` (a push, `phx_close`,
 /// `phx_error`, or a broadcast when both refs are `None`).
-pub fn encode_message(
+pub fn encode_message<'a>(
     ser: Serializer,
     join_ref: &Option<Ref>,
     ref_: &Option<Ref>,
-    topic: &TopicField,
+    topic: impl Into<TopicRef<'a>>,
     event: &str,
     payload: &Payload,
 ) -> Result<Frame, EncodeError> {
+    let topic: TopicRef<'a> = topic.into();
     match (ser, payload) {
         (Serializer::V1, Payload::Binary(_)) => Err(EncodeError::BinaryOnV1),
         (Serializer::V1, Payload::Json(p)) => {
@@ -497,19 +520,20 @@ pub fn encode_message(
 
 /// Encodes a broadcast (fastlane): `[null, null, topic, event, payload]`.
 pub fn encode_broadcast(ser: Serializer, topic: &str, event: &str, payload: &Payload) -> Result<Frame, EncodeError> {
-    encode_message(ser, &None, &None, &TopicField::Str(topic.to_owned()), event, payload)
+    encode_message(ser, &None, &None, topic, event, payload)
 }
 
 /// Encodes a `phx_reply`: payload `{"response": response, "status": status}` (sorted keys), or a
 /// kind-1 binary frame when the response is binary.
-pub fn encode_reply(
+pub fn encode_reply<'a>(
     ser: Serializer,
     join_ref: &Option<Ref>,
     ref_: &Option<Ref>,
-    topic: &TopicField,
+    topic: impl Into<TopicRef<'a>>,
     status: &str,
     response: &Payload,
 ) -> Result<Frame, EncodeError> {
+    let topic: TopicRef<'a> = topic.into();
     match response {
         Payload::Json(r) => {
             let mut env = BytesMut::with_capacity(32 + r.len() + status.len());

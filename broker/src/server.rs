@@ -31,6 +31,9 @@ pub struct ServerState {
     pub local_addr: SocketAddr,
     pub max_connections: usize,
     pub longpoll: LongPoll,
+    /// Open WebSocket connections of this server (the capacity check; METRICS has the
+    /// process-wide gauge).
+    pub open_connections: std::sync::atomic::AtomicUsize,
     shutdown: watch::Sender<bool>,
     conn_ids: AtomicU64,
 }
@@ -106,6 +109,7 @@ impl Builder {
             local_addr,
             max_connections,
             longpoll: LongPoll::default(),
+            open_connections: Default::default(),
             shutdown,
             conn_ids: AtomicU64::new(1),
         });
@@ -200,7 +204,9 @@ impl Server {
         let _ = state.shutdown.send(true);
         let grace = Duration::from_millis(state.config.limits.shutdown_grace_ms);
         let deadline = tokio::time::Instant::now() + grace;
-        while (METRICS.connections.get() > 0 || METRICS.longpoll_sessions.get() > 0) && tokio::time::Instant::now() < deadline {
+        while (state.open_connections.load(Ordering::Relaxed) > 0 || state.longpoll.len() > 0)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

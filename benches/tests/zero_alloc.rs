@@ -1,0 +1,37 @@
+//! Fan-out allocates nothing per delivery: dispatching one broadcast to N subscribers makes the
+//! same (small, constant) number of allocations for N = 10 and N = 10 000 — the one encode of
+//! the frame — not one per subscriber.
+
+use std::sync::Arc;
+
+use benches::{allocations, CountingAlloc, Subscribers};
+use broker::pubsub::{dispatch, Broadcast};
+use broker::serializer::Payload;
+use bytes::Bytes;
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn allocs_for(n: usize) -> (u64, u64) {
+    let mut subs = Subscribers::new(n);
+    let payload = || Payload::Json(Bytes::from_static(br#"{"body":"hi"}"#));
+    for _ in 0..3 {
+        dispatch(&Arc::new(Broadcast::new("t", "e", payload())), None, &subs.subs);
+        subs.drain();
+    }
+    let msg = Arc::new(Broadcast::new("t", "e", payload()));
+    let before = allocations();
+    let delivered = dispatch(&msg, None, &subs.subs);
+    let allocs = allocations() - before;
+    assert_eq!(subs.drain(), n);
+    (delivered, allocs)
+}
+
+#[test]
+fn dispatch_allocations_do_not_grow_with_subscribers() {
+    let (d_small, a_small) = allocs_for(10);
+    let (d_big, a_big) = allocs_for(10_000);
+    assert_eq!((d_small, d_big), (10, 10_000));
+    assert!(a_small <= 2, "encode should be the only allocation, got {a_small}");
+    assert_eq!(a_small, a_big, "allocations grew with the number of subscribers");
+}

@@ -11,6 +11,7 @@
 //! * `presence:*` → [`PresenceChannel`]: tracks `params.user` (or the `user_id` connect param)
 //!   with meta `params.meta` after the join, then pushes `presence_state`; events `tracked`,
 //!   `track_again`, `update`, `update_missing`, `untrack`, `list`, `crash`.
+//! * `presence_fetch:*` → [`PresenceChannel`] (meant to get a `fetch` hook, checklist 95).
 //! * `observer` → [`TestChannel`]; termination reasons of other channels are broadcast here as
 //!   `terminated` events.
 
@@ -286,7 +287,10 @@ fn main() {
             .channel("lobby", |_| TestChannel)
             .channel("observer", |_| TestChannel)
             .channel("intercept:*", |_| InterceptChannel)
-            .channel("presence:*", |_| PresenceChannel::default());
+            .channel("presence:*", |_| PresenceChannel::default())
+            // For checklist 95 once the builder takes a presence `fetch` hook (adding "user"
+            // next to "metas" on these topics); until then plain presence.
+            .channel("presence_fetch:*", |_| PresenceChannel::default());
         let server = broker::Builder::new(config).router(router).socket_handler(TestSockets).bind().await.expect("bind");
         println!("listening on {}", server.local_addr());
         use std::io::Write as _;

@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::FutureExt as _;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::METRICS;
 use crate::outbox::PushError;
@@ -151,7 +151,8 @@ pub trait Channel: Send + 'static {
 
 /// What the connection (and pubsub) send to a channel task.
 pub(crate) enum ChannelMsg {
-    In { event: String, payload: Payload, ref_: Option<Ref> },
+    /// A client message; `handled` is signalled once `handle_in` returned.
+    In { event: String, payload: Payload, ref_: Option<Ref>, handled: Option<oneshot::Sender<()>> },
     Out(Arc<Broadcast>),
     Info(Info),
     /// `phx_leave` with its ref.
@@ -192,6 +193,8 @@ pub struct ChannelContext {
     sub_id: SubId,
     self_tx: mpsc::Sender<ChannelMsg>,
     extra_subscriptions: Vec<Arc<str>>,
+    /// Whether this channel ever tracked a presence (then its exit untracks them).
+    tracked: bool,
 }
 
 impl ChannelContext {
@@ -320,7 +323,8 @@ impl ChannelContext {
     }
 
     /// `Presence.track(socket, key, meta)` for this channel.
-    pub async fn track(&self, key: &str, meta: Map<String, Value>) -> Result<String, PresenceError> {
+    pub async fn track(&mut self, key: &str, meta: Map<String, Value>) -> Result<String, PresenceError> {
+        self.tracked = true;
         self.presence().track(&self.topic, self.sub_id, key, meta).await
     }
 
@@ -410,6 +414,8 @@ pub(crate) struct Spawn {
     pub sub_id: SubId,
     /// Frames to queue right after the join reply (the `phx_close` of a replaced incarnation).
     pub after_reply: Vec<Frame>,
+    /// Signalled once the join completed (ok or error).
+    pub joined: Option<oneshot::Sender<()>>,
 }
 
 /// Starts a channel task; returns its mailbox and the task handle.
@@ -429,7 +435,7 @@ enum End {
 }
 
 async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver<ChannelMsg>) {
-    let Spawn { mut channel, topic, join_ref, ref_, params, socket, sub_id, after_reply } = s;
+    let Spawn { mut channel, topic, join_ref, ref_, params, socket, sub_id, after_reply, joined: join_done } = s;
     let reply_join_ref = join_ref.clone().or_else(|| ref_.clone());
     let mut ctx = ChannelContext {
         topic: topic.clone(),
@@ -442,6 +448,7 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
         sub_id,
         self_tx,
         extra_subscriptions: Vec::new(),
+        tracked: false,
     };
     let mut guard = OwnerGuard { socket: socket.clone(), topic: topic.clone(), sub_id, armed: true };
 
@@ -464,6 +471,7 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
     if !ok {
         METRICS.join_errors.inc();
         let _ = socket.outbox.push_all(first);
+        drop(join_done);
         guard.armed = false;
         socket.channel_exit(&topic, sub_id);
         // Messages queued behind the failed join find no channel.
@@ -490,6 +498,7 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
     socket.endpoint.pubsub.subscribe(socket.shard, topic.clone(), sub_id, kind, first).await;
     ctx.joined = true;
     ctx.ref_ = None;
+    drop(join_done);
     METRICS.joins.inc();
     METRICS.channels.inc();
 
@@ -506,10 +515,11 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
             break;
         };
         end = match msg {
-            ChannelMsg::In { event, payload, ref_ } => {
+            ChannelMsg::In { event, payload, ref_, handled } => {
                 ctx.ref_ = ref_.clone();
                 let r = AssertUnwindSafe(channel.handle_in(&event, payload, &mut ctx)).catch_unwind().await;
                 ctx.ref_ = None;
+                drop(handled);
                 match r {
                     Ok(Reply::NoReply) => None,
                     Ok(Reply::Reply { status, response }) => {
@@ -578,7 +588,9 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
     }
     let then_push = if frames.is_empty() { None } else { Some((socket.outbox.clone(), frames)) };
     pubsub.unsubscribe(socket.shard, topic.clone(), sub_id, then_push).await;
-    socket.endpoint.presence.untrack_owner(sub_id).await;
+    if ctx.tracked {
+        socket.endpoint.presence.untrack_owner(sub_id).await;
+    }
     METRICS.channels.dec();
     guard.armed = false;
     socket.channel_exit(&topic, sub_id);

@@ -29,6 +29,8 @@ pub struct Config {
     pub subprotocols: Vec<String>,
     /// Serve the demo chat page at `/`.
     pub demo_page: bool,
+    /// This node's name: the presence replica name (unique per node in a cluster).
+    pub node_name: String,
     pub limits: Limits,
     pub presence: PresenceConfig,
     pub channels: ChannelsConfig,
@@ -45,6 +47,7 @@ impl Default for Config {
             auth_token: false,
             subprotocols: Vec::new(),
             demo_page: true,
+            node_name: "broker".into(),
             limits: Limits::default(),
             presence: PresenceConfig::default(),
             channels: ChannelsConfig::default(),
@@ -214,6 +217,9 @@ pub struct PresenceConfig {
     pub update_event: String,
     /// Coalescing window for `presence_diff` in ms; 0 = one diff per change (Phoenix).
     pub diff_window_ms: u64,
+    /// The window applies only to rooms with at least this many presence keys; smaller rooms
+    /// get Phoenix's one diff per change.
+    pub coalesce_min_members: usize,
 }
 
 impl Default for PresenceConfig {
@@ -224,7 +230,8 @@ impl Default for PresenceConfig {
             meta_params: vec!["name".into(), "status".into(), "typing".into()],
             max_meta_bytes: 1024,
             update_event: "presence:update".into(),
-            diff_window_ms: 0,
+            diff_window_ms: 50,
+            coalesce_min_members: 100,
         }
     }
 }
@@ -255,5 +262,16 @@ mod tests {
         assert!(Config::from_toml("nonsense = 1").is_err());
         let bad = Config { check_origin: CheckOriginSetting::Mode("x".into()), ..Config::default() };
         assert!(bad.validate().is_err());
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    #[test]
+    fn example_toml_parses_and_matches_the_defaults() {
+        let text = include_str!("../../broker.example.toml");
+        let c = super::Config::from_toml(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(format!("{c:?}"), format!("{:?}", super::Config::default()));
     }
 }

@@ -221,6 +221,11 @@ fn new_token() -> String {
 }
 
 async fn post(state: Arc<ServerState>, req: Request<Incoming>) -> Response<Body> {
+    let side = request_side(&req, state.local_addr.port());
+    let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
+    if !state.check_origin.allows(origin, &side) {
+        return status(403);
+    }
     let Some(session) = find(&state, token_of(&req).as_deref()) else {
         return status(410);
     };
@@ -280,8 +285,15 @@ async fn run_session(state: Arc<ServerState>, session: Arc<Session>, mut socket:
                 let decoded = if d.binary { decode_binary(serializer, &d.body) } else { decode_text(serializer, &d.body) };
                 match decoded {
                     Ok(msg) => {
-                        socket.handle(msg).await;
-                        let _ = d.done.send(Ok(()));
+                        // Acknowledged once handled: after handle_in returned, or for a join,
+                        // once the join completed (spec §6.4).
+                        let (handled, wait) = oneshot::channel();
+                        socket.handle_acked(msg, Some(handled)).await;
+                        let done = d.done;
+                        tokio::spawn(async move {
+                            let _ = wait.await;
+                            let _ = done.send(Ok(()));
+                        });
                     }
                     Err(_) => {
                         METRICS.decode_errors.inc();

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::longpoll::LongPoll;
 use crate::metrics::METRICS;
 use crate::origin::CheckOrigin;
-use crate::presence::Presence;
+use crate::presence::{Fetch, Presence, PresenceOptions};
 use crate::pubsub::{Broadcast, PubSub};
 use crate::serializer::Payload;
 use crate::socket::{AllowAll, Endpoint, Router, SocketHandler, SocketLimits};
@@ -52,11 +52,19 @@ pub struct Builder {
     config: Config,
     router: Router,
     handler: Arc<dyn SocketHandler>,
+    presence_fetch: Option<Fetch>,
 }
 
 impl Builder {
     pub fn new(config: Config) -> Builder {
-        Builder { config, router: Router::new(), handler: Arc::new(AllowAll) }
+        Builder { config, router: Router::new(), handler: Arc::new(AllowAll), presence_fetch: None }
+    }
+
+    /// Phoenix's `fetch/2`: decorates every presence entry (`{"metas": […]}`) of `key` on
+    /// `topic` in `list`, `presence_state` and both sides of every `presence_diff`.
+    pub fn presence_fetch(mut self, fetch: impl Fn(&str, &str, &mut serde_json::Map<String, Value>) + Send + Sync + 'static) -> Builder {
+        self.presence_fetch = Some(Arc::new(fetch));
+        self
     }
 
     pub fn router(mut self, router: Router) -> Builder {
@@ -83,7 +91,16 @@ impl Builder {
         let local_addr = listener.local_addr()?;
         let shards = self.config.limits.shard_count();
         let pubsub = PubSub::start(shards);
-        let presence = Presence::start(pubsub.clone(), shards, self.config.presence.diff_window_ms);
+        let presence = Presence::start_with(
+            pubsub.clone(),
+            PresenceOptions {
+                shards,
+                diff_window_ms: self.config.presence.diff_window_ms,
+                coalesce_min_members: self.config.presence.coalesce_min_members,
+                fetch: self.presence_fetch,
+                node: self.config.node_name.clone(),
+            },
+        );
         let limits = &self.config.limits;
         let max_connections = if limits.max_connections > 0 {
             limits.max_connections

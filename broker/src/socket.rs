@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::channel::{self, Channel, ChannelMsg, StopReason};
 use crate::metrics::METRICS;
@@ -296,6 +296,13 @@ impl Socket {
 
     /// Handles one decoded client message (spec §4.3-§4.7).
     pub async fn handle(&mut self, msg: Message) {
+        self.handle_acked(msg, None).await
+    }
+
+    /// Like [`Socket::handle`]; `handled` is signalled (sent, or dropped) once the message has
+    /// been handled: after `handle_in` returned, or once a join completed. LongPoll POSTs wait
+    /// for it.
+    pub async fn handle_acked(&mut self, msg: Message, handled: Option<oneshot::Sender<()>>) {
         METRICS.messages_in.inc();
         let topic = match &msg.topic {
             TopicField::Str(t) => t.clone(),
@@ -309,13 +316,13 @@ impl Socket {
             return;
         }
         match msg.event.as_str() {
-            "phx_join" => self.join(topic, msg).await,
+            "phx_join" => self.join(topic, msg, handled).await,
             "phx_leave" => self.leave(topic, msg),
-            _ => self.to_channel(topic, msg).await,
+            _ => self.to_channel(topic, msg, handled).await,
         }
     }
 
-    async fn join(&mut self, topic: String, msg: Message) {
+    async fn join(&mut self, topic: String, msg: Message, handled: Option<oneshot::Sender<()>>) {
         let mut after_reply = Vec::new();
         if let Some(old) = self.channels.remove(&topic) {
             // Duplicate join (spec §4.7): stop the old incarnation first; its phx_close follows
@@ -361,6 +368,7 @@ impl Socket {
             socket: self.info.clone(),
             sub_id,
             after_reply,
+            joined: handled,
         });
         self.channels.insert(topic, Slot { join_ref: msg.join_ref, sub_id, mailbox, task, state: SlotState::Active });
     }
@@ -379,7 +387,7 @@ impl Socket {
         }
     }
 
-    async fn to_channel(&mut self, topic: String, msg: Message) {
+    async fn to_channel(&mut self, topic: String, msg: Message, handled: Option<oneshot::Sender<()>>) {
         let Some(slot) = self.channels.get(&topic) else {
             self.info.reply_unmatched(&msg.topic, msg.ref_);
             return;
@@ -388,7 +396,7 @@ impl Socket {
             return; // stale join_ref: silently dropped (spec §4.5)
         }
         let ref_ = msg.ref_.clone();
-        let sent = slot.mailbox.send(ChannelMsg::In { event: msg.event, payload: msg.payload, ref_ }).await;
+        let sent = slot.mailbox.send(ChannelMsg::In { event: msg.event, payload: msg.payload, ref_, handled }).await;
         if sent.is_err() {
             self.info.reply_unmatched(&msg.topic, msg.ref_);
         }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -159,9 +159,21 @@ pub async fn run(stream: TcpStream, leftover: Bytes, mut socket: Socket, limits:
         }
     };
     socket.close(reason).await;
-    // Give the writer a moment to flush the close frame, then drop the connection.
+    // Give the writer a moment to flush the close frame, then linger: read and discard until
+    // the client closes, so that unread input (say, the rest of an oversized message) does not
+    // turn our close into a TCP reset that the client sees as 1006 instead of our code.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-    drop(rd);
+    let mut rd = rd;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut scratch = vec![0u8; 16 * 1024];
+        loop {
+            match rd.read(&mut scratch).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }
 
 fn crashed() -> StopReason {

@@ -78,7 +78,15 @@ fn bench(c: &mut Criterion) {
         }
         let delta = src.take_delta().unwrap();
         g.bench_with_input(BenchmarkId::new("merge_delta", n), &n, |b, _| {
-            b.iter_batched(|| peer.clone(), |mut p| p.merge(&delta), criterion::BatchSize::LargeInput)
+            // Return the state so that dropping 100k elements is not timed.
+            b.iter_batched(
+                || peer.clone(),
+                |mut p| {
+                    let d = p.merge(&delta);
+                    (p, d)
+                },
+                criterion::BatchSize::LargeInput,
+            )
         });
 
         let extract = s.full_extract();
@@ -89,7 +97,10 @@ fn bench(c: &mut Criterion) {
                     p.handle_heartbeat(&r, 0);
                     p
                 },
-                |mut p| p.merge(&extract),
+                |mut p| {
+                    let d = p.merge(&extract);
+                    (p, d)
+                },
                 criterion::BatchSize::LargeInput,
             )
         });

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use broker::presence::{render, Snapshot};
+use broker::presence::{render, KeyEntry, Snapshot};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use serde_json::{json, Map, Value};
 use tracker::{Diff, OwnerId, ReplicaRef, State};
@@ -30,7 +30,7 @@ fn room(n: usize) -> (State, Snapshot) {
         let owner = OwnerId::for_replica(&r, i as u64);
         let (_, diff) = s.track(TOPIC, &owner, &format!("u{i}"), meta(i)).unwrap();
         for (k, metas) in diff.joins {
-            view.insert(k, Arc::new(metas));
+            view.insert(k, Arc::new(KeyEntry::new(metas)));
         }
     }
     let _ = s.take_delta();
@@ -58,7 +58,7 @@ fn bench(c: &mut Criterion) {
                 let (_, diff) = s.track(TOPIC, &joiner, "joiner", meta(0)).unwrap();
                 let mut snap = view.clone();
                 for (k, metas) in diff.joins {
-                    snap.insert(k, Arc::new(metas));
+                    snap.insert(k, Arc::new(KeyEntry::new(metas)));
                 }
                 let state = render(TOPIC, &snap, None);
                 s.untrack(TOPIC, &joiner, "joiner");

@@ -2,7 +2,8 @@
 //! checklist names, driven by the JS conformance tests (`tests/js`). Also a worked example of
 //! the `Channel` trait, `SocketHandler`, intercepts, presence and async replies.
 //!
-//! Run: `cargo run --example conformance -- [config.toml]` (prints `listening on ADDR`).
+//! Run: `cargo run --example conformance -- [config.toml]` (prints `listening on ADDR`). Each
+//! stdin line `{"topic","event","payload"}` is an `Endpoint.broadcast` from outside any channel.
 //!
 //! Routes:
 //! * `room:*`, `lobby` → [`TestChannel`]: behaviour chosen by join params and event names.
@@ -11,7 +12,8 @@
 //! * `presence:*` → [`PresenceChannel`]: tracks `params.user` (or the `user_id` connect param)
 //!   with meta `params.meta` after the join, then pushes `presence_state`; events `tracked`,
 //!   `track_again`, `update`, `update_missing`, `untrack`, `list`, `crash`.
-//! * `presence_fetch:*` → [`PresenceChannel`] (meant to get a `fetch` hook, checklist 95).
+//! * `presence_fetch:*` → [`PresenceChannel`] with a presence `fetch` hook adding
+//!   `"user": {"name": key}` next to `"metas"` (checklist 95).
 //! * `observer` → [`TestChannel`]; termination reasons of other channels are broadcast here as
 //!   `terminated` events.
 
@@ -275,6 +277,24 @@ impl Channel for PresenceChannel {
     }
 }
 
+/// `Endpoint.broadcast` from outside any channel: each stdin line
+/// `{"topic": …, "event": …, "payload": {…}}` is broadcast through the server's
+/// [`broker::BrokerHandle`] (`"disconnect"` through `BrokerHandle::disconnect`). Ends at EOF.
+async fn endpoint_broadcasts(handle: broker::BrokerHandle) {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(msg) = serde_json::from_str::<Value>(&line) else { continue };
+        let topic = msg.get("topic").and_then(Value::as_str).unwrap_or_default();
+        let event = msg.get("event").and_then(Value::as_str).unwrap_or_default();
+        if event == "disconnect" {
+            handle.disconnect(topic).await;
+        } else {
+            let _ = handle.broadcast_json(topic, event, msg.get("payload").unwrap_or(&json!({}))).await;
+        }
+    }
+}
+
 fn main() {
     let config = match std::env::args().nth(1) {
         Some(path) => Config::from_toml(&std::fs::read_to_string(&path).expect("config file")).expect("valid config"),
@@ -288,13 +308,24 @@ fn main() {
             .channel("observer", |_| TestChannel)
             .channel("intercept:*", |_| InterceptChannel)
             .channel("presence:*", |_| PresenceChannel::default())
-            // For checklist 95 once the builder takes a presence `fetch` hook (adding "user"
-            // next to "metas" on these topics); until then plain presence.
+            // Presence with a `fetch` hook (below): checklist 95.
             .channel("presence_fetch:*", |_| PresenceChannel::default());
-        let server = broker::Builder::new(config).router(router).socket_handler(TestSockets).bind().await.expect("bind");
+        let server = broker::Builder::new(config)
+            .router(router)
+            .socket_handler(TestSockets)
+            // Phoenix's fetch/2: on `presence_fetch:*`, add {"user": {"name": key}} next to "metas".
+            .presence_fetch(|topic, key, entry| {
+                if topic.starts_with("presence_fetch:") {
+                    entry.insert("user".into(), json!({ "name": key }));
+                }
+            })
+            .bind()
+            .await
+            .expect("bind");
         println!("listening on {}", server.local_addr());
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
+        tokio::spawn(endpoint_broadcasts(server.handle()));
         server
             .run_until(async {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");

@@ -580,6 +580,10 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
             frames.push(ctx.control_frame("phx_error", &Payload::json(&serde_json::json!({"reason": "channel_crash"}))));
         }
     }
+    // From here on the channel takes no more messages: a client message sent after it saw
+    // phx_close/phx_error must get "unmatched topic" (the socket answers when the send fails;
+    // what is already queued is answered below, after the close frame).
+    rx.close();
     // Unsubscribe (carrying phx_close / phx_error) before untracking, so the socket never sees
     // the leave diff of its own presence (spec §12.3).
     let pubsub = &socket.endpoint.pubsub;
@@ -588,6 +592,11 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
     }
     let then_push = if frames.is_empty() { None } else { Some((socket.outbox.clone(), frames)) };
     pubsub.unsubscribe(socket.shard, topic.clone(), sub_id, then_push).await;
+    while let Ok(msg) = rx.try_recv() {
+        if let ChannelMsg::In { ref_, .. } = msg {
+            socket.reply_unmatched(&TopicField::Str(topic.to_string()), ref_);
+        }
+    }
     if ctx.tracked {
         socket.endpoint.presence.untrack_owner(sub_id).await;
     }

@@ -22,7 +22,13 @@
 //!   folded ([`tracker::Diff::merge`], exact under phoenix.js `syncDiff`) into one
 //!   `presence_diff`. In a 10k-member room with 100 changes/s, Phoenix sends 1M frames/s;
 //!   a 50 ms window sends at most 20 diffs/s per room, i.e. 200k frames/s, and a person
-//!   cannot tell 50 ms of presence latency apart. 0 restores Phoenix's one diff per change.
+//!   cannot tell 50 ms of presence latency apart. 0 restores Phoenix's one diff per change,
+//!   and rooms below `coalesce_min_members` keys (100 by default) always get it.
+//!   One visible difference in coalesced rooms: after a duplicate join, the socket's new
+//!   incarnation may receive the leave of its own old meta inside the next coalesced diff
+//!   (Phoenix never shows it, spec §12.3). It names only the old `phx_ref`, so phoenix.js
+//!   state stays correct; a leave is never dropped, because a client that got its
+//!   `presence_state` inside the window needs it.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
@@ -71,7 +77,26 @@ pub struct PresenceOptions {
 }
 
 /// A topic's presences at one instant: `key → metas`, sorted by key. Cheap to clone.
-pub type Snapshot = imbl::OrdMap<String, Arc<Vec<Meta>>>;
+pub type Snapshot = imbl::OrdMap<String, Arc<KeyEntry>>;
+
+/// The metas of one presence key, with their wire form rendered once per change, so that a
+/// `presence_state` is a concatenation of ready-made pieces.
+#[derive(Debug)]
+pub struct KeyEntry {
+    pub metas: Vec<Meta>,
+    /// `{"metas":[…]}`
+    json: Bytes,
+}
+
+impl KeyEntry {
+    pub fn new(metas: Vec<Meta>) -> KeyEntry {
+        let mut out = BytesMut::with_capacity(16 + metas.len() * 80);
+        out.put_slice(b"{\"metas\":");
+        serde_json::to_writer((&mut out).writer(), &metas).expect("metas serialize");
+        out.put_u8(b'}');
+        KeyEntry { metas, json: out.freeze() }
+    }
+}
 
 enum Cmd {
     Track { topic: String, owner: SubId, key: String, meta: Meta, reply: oneshot::Sender<Result<String, PresenceError>> },
@@ -201,7 +226,7 @@ impl Presence {
     /// `get_by_key(topic, key)`: the presence entry of `key`, or `None`.
     pub async fn get_by_key(&self, topic: &str, key: &str) -> Option<Value> {
         let snap = self.snapshot(topic).await;
-        let metas = snap.get(key)?;
+        let metas = &snap.get(key)?.metas;
         let mut entry = Map::new();
         entry.insert("metas".into(), Value::Array(metas.iter().cloned().map(Value::Object).collect()));
         if let Some(f) = &self.fetch {
@@ -224,21 +249,22 @@ impl Presence {
 
 /// Renders a snapshot as the `presence_state` payload (sorted keys), with an optional `fetch`.
 pub fn render(topic: &str, snap: &Snapshot, fetch: Option<&Fetch>) -> Bytes {
-    let mut out = BytesMut::with_capacity(16 + snap.len() * 96);
+    let size: usize = match fetch {
+        None => snap.iter().map(|(k, e)| k.len() + e.json.len() + 4).sum(),
+        Some(_) => snap.len() * 128,
+    };
+    let mut out = BytesMut::with_capacity(2 + size);
     out.put_u8(b'{');
-    for (i, (key, metas)) in snap.iter().enumerate() {
+    for (i, (key, entry)) in snap.iter().enumerate() {
         if i > 0 {
             out.put_u8(b',');
         }
         crate::serializer::write_json_str(key, &mut out);
         out.put_u8(b':');
         match fetch {
-            None => {
-                out.put_slice(b"{\"metas\":");
-                serde_json::to_writer((&mut out).writer(), &**metas).expect("metas serialize");
-                out.put_u8(b'}');
-            }
+            None => out.put_slice(&entry.json),
             Some(f) => {
+                let metas = &entry.metas;
                 let mut entry = Map::new();
                 entry.insert("metas".into(), Value::Array(metas.iter().cloned().map(Value::Object).collect()));
                 f(topic, key, &mut entry);
@@ -319,17 +345,19 @@ impl Shard {
             Cmd::Untrack { topic, owner, key, reply } => {
                 let owner = self.owner(owner);
                 let diff = self.state.untrack(&topic, &owner, &key);
-                let _ = reply.send(());
                 self.emit(topic, diff).await;
+                let _ = reply.send(());
             }
             Cmd::UntrackOwner { owner, reply } => {
+                // Emit before replying: the leave is then queued in pubsub before the owner's
+                // socket can subscribe a new incarnation of the channel (spec §12.3).
                 let owner = self.owner(owner);
                 let diffs = self.state.untrack_owner(&owner);
-                if let Some(reply) = reply {
-                    let _ = reply.send(());
-                }
                 for (topic, diff) in diffs {
                     self.emit(topic, diff).await;
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
                 }
             }
             Cmd::List { topic, reply } => {
@@ -391,22 +419,22 @@ impl Shard {
     fn apply_to_view(&mut self, topic: &str, diff: &Diff) {
         let view = self.views.entry(topic.to_owned()).or_default();
         for (key, metas) in &diff.joins {
-            let mut list: Vec<Meta> = view.get(key).map(|v| (**v).clone()).unwrap_or_default();
+            let mut list: Vec<Meta> = view.get(key).map(|v| v.metas.clone()).unwrap_or_default();
             for m in metas {
                 let r = m.get("phx_ref");
                 list.retain(|x| x.get("phx_ref") != r);
                 list.push(m.clone());
             }
-            view.insert(key.clone(), Arc::new(list));
+            view.insert(key.clone(), Arc::new(KeyEntry::new(list)));
         }
         for (key, metas) in &diff.leaves {
             if let Some(current) = view.get(key) {
-                let mut list: Vec<Meta> = (**current).clone();
+                let mut list: Vec<Meta> = current.metas.clone();
                 list.retain(|x| !metas.iter().any(|m| m.get("phx_ref") == x.get("phx_ref")));
                 if list.is_empty() {
                     view.remove(key);
                 } else {
-                    view.insert(key.clone(), Arc::new(list));
+                    view.insert(key.clone(), Arc::new(KeyEntry::new(list)));
                 }
             }
         }

@@ -1,0 +1,426 @@
+//! The connect, fanout and chat scenarios: connections join topics, some publish stamped
+//! payloads on an open-loop schedule, subscribers record every delivery.
+
+use crate::engine::{self, classify, establish, heartbeat_timer, join_topics, now_unix_us, Conn, Ctx, Phase, Scenario, WsEvent};
+use crate::frame::{self, Stamp};
+use crate::result::{Seen, Tracks};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Connect,
+    Fanout,
+    Chat,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Sched {
+    None,
+    /// fixed interval between this connection's pushes
+    Fixed(Duration),
+    /// exponentially distributed intervals with this mean
+    Poisson(Duration),
+}
+
+#[derive(Debug, Clone)]
+pub struct Role {
+    /// global connection index
+    pub idx: usize,
+    /// topics joined: (topic index, deliveries are recorded)
+    pub topics: Vec<(u32, bool)>,
+    /// published round-robin: (topic index, stream id)
+    pub streams: Vec<(u32, u32)>,
+    pub sched: Sched,
+}
+
+pub struct PubSub {
+    pub kind: Kind,
+    pub prefix: String,
+    pub event: String,
+    pub payload_bytes: usize,
+    pub roles: Vec<Role>,
+    /// true when every publisher is in this process (exact drain check possible)
+    pub all_local: bool,
+    pub seed: u64,
+}
+
+/// Small deterministic RNG (splitmix64).
+#[derive(Clone)]
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    /// uniform in [0, 1)
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+    pub fn exp(&mut self, mean: Duration) -> Duration {
+        mean.mul_f64(-(1.0 - self.unit()).ln())
+    }
+}
+
+/// Roles of the connect scenario.
+pub fn connect_roles(n: usize, joins: usize, topics: usize) -> Vec<Role> {
+    let topics = topics.max(1);
+    (0..n)
+        .map(|i| {
+            let mut ts: Vec<(u32, bool)> = (0..joins).map(|j| (((i * joins + j) % topics) as u32, false)).collect();
+            ts.sort();
+            ts.dedup();
+            Role { idx: i, topics: ts, streams: vec![], sched: Sched::None }
+        })
+        .collect()
+}
+
+/// Roles of the fanout scenario: subscribers 0..n (topic i mod T), publishers n..n+p.
+pub fn fanout_roles(n: usize, topics: usize, publishers: usize, rate: f64) -> Vec<Role> {
+    let t = topics.max(1);
+    let mut roles: Vec<Role> =
+        (0..n).map(|i| Role { idx: i, topics: vec![((i % t) as u32, true)], streams: vec![], sched: Sched::None }).collect();
+    let p = publishers;
+    for j in 0..p {
+        let mine: Vec<u32> =
+            if p <= t { (0..t).filter(|x| x % p == j).map(|x| x as u32).collect() } else { vec![(j % t) as u32] };
+        let interval = if rate > 0.0 { Duration::from_secs_f64(p as f64 / rate) } else { Duration::from_secs(3600) };
+        roles.push(Role {
+            idx: n + j,
+            topics: mine.iter().map(|&x| (x, false)).collect(),
+            streams: mine.iter().map(|&x| (x, (j * t) as u32 + x)).collect(),
+            sched: Sched::Fixed(interval),
+        });
+    }
+    roles
+}
+
+/// Roles of the chat scenario: member i of room i / K posts to its room (stream i).
+pub fn chat_roles(rooms: usize, size: usize, post_interval: Duration) -> Vec<Role> {
+    (0..rooms * size)
+        .map(|i| {
+            let r = (i / size.max(1)) as u32;
+            Role { idx: i, topics: vec![(r, true)], streams: vec![(r, i as u32)], sched: Sched::Poisson(post_interval) }
+        })
+        .collect()
+}
+
+/// Keep the roles of worker `w` of `n` (by global index).
+pub fn local_roles(roles: Vec<Role>, w: u32, n: u32) -> Vec<Role> {
+    roles.into_iter().filter(|r| r.idx % n as usize == w as usize).collect()
+}
+
+const MAX_TRACKED_MSGS: usize = 4_000_000;
+const MAX_OUTSTANDING: usize = 10_000;
+
+struct State {
+    tracks: Tracks,
+    /// pushes waiting for their reply: (ref, intended send time µs)
+    outstanding: VecDeque<(u64, u64)>,
+    /// (name, topic index, record deliveries, join_ref)
+    topics: Vec<(String, u32, bool, Option<u64>)>,
+    go_unix: u64,
+}
+
+impl PubSub {
+    fn record_delivery(&self, ctx: &Ctx, st: &mut State, stamp: Stamp) {
+        let now = now_unix_us();
+        let lat = now.saturating_sub(stamp.t);
+        let seen = st.tracks.observe(stamp.p, stamp.s);
+        ctx.prog.deliveries.fetch_add(1, Relaxed);
+        ctx.prog.last_delivery_us.store(now, Relaxed);
+        let mut r = ctx.rec();
+        r.add("deliveries", 1);
+        match seen {
+            Seen::Duplicate => {
+                r.add("duplicated", 1);
+                ctx.prog.duplicated.fetch_add(1, Relaxed);
+                return;
+            }
+            Seen::OutOfOrder => r.add("out_of_order", 1),
+            Seen::Overflow => r.add("tracking_overflow", 1),
+            Seen::InOrder => {}
+        }
+        r.hist("delivery").record(lat);
+        if st.go_unix > 0 {
+            let sec = (stamp.t.saturating_sub(st.go_unix) / 1_000_000) as usize;
+            r.timeline_record(sec, lat);
+        }
+        let key = ((stamp.p as u64) << 32) | stamp.s as u64;
+        let tracked = r.msgs.len() < MAX_TRACKED_MSGS;
+        match r.msgs.get_mut(&key) {
+            Some(e) => {
+                e.0 = e.0.max(lat);
+                e.1 += 1;
+            }
+            None if tracked => {
+                r.msgs.insert(key, (lat, 1));
+            }
+            None => r.add("msgs_untracked", 1),
+        }
+    }
+
+    fn on_text(&self, ctx: &Ctx, conn: &mut Conn, st: &mut State, text: &str) {
+        let f = match frame::decode(text) {
+            Ok(f) => f,
+            Err(_) => {
+                ctx.rec().error("frame:undecodable");
+                return;
+            }
+        };
+        if conn.on_heartbeat_reply(ctx, &f) {
+            return;
+        }
+        if f.event == self.event.as_str() {
+            let Some(t) = st.topics.iter().find(|t| t.0 == f.topic) else {
+                ctx.rec().add("frames_unknown_topic", 1);
+                return;
+            };
+            if !t.2 {
+                return; // a publisher's own broadcast
+            }
+            match frame::parse_stamp(f.payload) {
+                Some(s) => self.record_delivery(ctx, st, s),
+                None => ctx.rec().add("frames_unstamped", 1),
+            }
+            return;
+        }
+        match f.event.as_ref() {
+            "phx_reply" => {
+                let r: Option<u64> = f.ref_.as_deref().and_then(|r| r.parse().ok());
+                if let Some(pos) = r.and_then(|r| st.outstanding.iter().position(|o| o.0 == r)) {
+                    let (_, intended) = st.outstanding.remove(pos).unwrap();
+                    let lat = now_unix_us().saturating_sub(intended);
+                    let mut rec = ctx.rec();
+                    match frame::reply_status(f.payload).as_deref() {
+                        Some("ok") => {
+                            rec.add("push_ok", 1);
+                            rec.hist("push_reply").record(lat);
+                        }
+                        Some(s) => rec.error(&format!("push:{s}")),
+                        None => rec.error("push:bad_reply"),
+                    }
+                } else {
+                    ctx.rec().add("replies_unmatched", 1);
+                }
+            }
+            "phx_error" => ctx.rec().error("channel:phx_error"),
+            "phx_close" => ctx.rec().error("channel:phx_close"),
+            _ => ctx.rec().add("frames_other", 1),
+        }
+    }
+
+    async fn run_conn(self: Arc<Self>, ctx: Arc<Ctx>, role: Role, k: usize) {
+        let intended = ctx.ramp_slot(k);
+        tokio::time::sleep_until(intended.into()).await;
+        let Some(ws) = establish(&ctx, role.idx, intended, "").await else {
+            ctx.prog.failed.fetch_add(1, Relaxed);
+            ctx.prog.settled.fetch_add(1, Relaxed);
+            if !role.streams.is_empty() && !matches!(role.sched, Sched::None) {
+                ctx.prog.publishers_done.fetch_add(1, Relaxed);
+            }
+            return;
+        };
+        let mut conn = Conn::new(ws);
+        let names: Vec<String> = role.topics.iter().map(|(t, _)| format!("{}{}", self.prefix, t)).collect();
+        let joined = join_topics(&ctx, &mut conn, &names, "{}", |_, _| {}).await;
+        let all_ok = joined.iter().all(|j| j.is_some()) && !conn.closed;
+        let mut st = State {
+            tracks: Tracks::default(),
+            outstanding: VecDeque::new(),
+            topics: names.into_iter().zip(role.topics.iter()).zip(joined).map(|((n, (t, s)), j)| (n, *t, *s, j)).collect(),
+            go_unix: 0,
+        };
+        {
+            let mut r = ctx.rec();
+            r.hist("connect_and_join").record(intended.elapsed().as_micros() as u64);
+            if self.kind == Kind::Connect {
+                let sec = intended.saturating_duration_since(ctx.t0).as_secs() as usize;
+                r.timeline_record(sec, intended.elapsed().as_micros() as u64);
+            }
+            for t in &st.topics {
+                if t.2 && t.3.is_some() {
+                    *r.subs_per_topic.entry(t.1).or_default() += 1;
+                }
+            }
+            if !all_ok {
+                r.add("connections_join_failed", 1);
+            }
+        }
+        if all_ok {
+            ctx.prog.established.fetch_add(1, Relaxed);
+        } else {
+            ctx.prog.failed.fetch_add(1, Relaxed);
+        }
+        ctx.prog.settled.fetch_add(1, Relaxed);
+        if conn.closed {
+            if !role.streams.is_empty() && !matches!(role.sched, Sched::None) {
+                ctx.prog.publishers_done.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        ctx.prog.open.fetch_add(1, Relaxed);
+
+        let mut phase_rx = ctx.phase.subscribe();
+        let mut hb = heartbeat_timer(&ctx, role.idx);
+        let mut rng = Rng(self.seed ^ (role.idx as u64).wrapping_mul(0x2545F4914F6CDD1D));
+        let mut next_pub: Option<Instant> = None;
+        let mut go_at = Instant::now();
+        let mut end_at = Instant::now();
+        let mut rr = 0usize;
+        let mut seqs = vec![0u32; role.streams.len()];
+        let mut closed_reason: Option<String> = None;
+        // streams whose topic join failed are not published
+        let streams: Vec<(u32, u32, String, Option<u64>)> = role
+            .streams
+            .iter()
+            .filter_map(|(t, s)| {
+                st.topics.iter().find(|x| x.1 == *t).map(|x| (*t, *s, x.0.clone(), x.3))
+            })
+            .filter(|x| x.3.is_some())
+            .collect();
+        let start_phase = *phase_rx.borrow_and_update();
+        let mut phase = start_phase;
+        let begin_go = |phase: Phase, st: &mut State, rng: &mut Rng, next_pub: &mut Option<Instant>, go_at: &mut Instant, end_at: &mut Instant| {
+            if let Phase::Go { at, unix_us } = phase {
+                st.go_unix = unix_us;
+                *go_at = at;
+                *end_at = at + Duration::from_secs_f64(ctx.common.duration);
+                if !streams.is_empty() {
+                    *next_pub = match role.sched {
+                        Sched::None => None,
+                        Sched::Fixed(iv) => {
+                            // spread publishers over the first interval
+                            let frac = ((role.idx as u64).wrapping_mul(2654435761) % 1000) as f64 / 1000.0;
+                            Some(at + iv.mul_f64(frac))
+                        }
+                        Sched::Poisson(mean) => Some(at + rng.exp(mean)),
+                    };
+                }
+            }
+        };
+        begin_go(phase, &mut st, &mut rng, &mut next_pub, &mut go_at, &mut end_at);
+        let is_publisher = !role.streams.is_empty() && !matches!(role.sched, Sched::None);
+        let mut done_counted = !is_publisher;
+        loop {
+            let publishing = next_pub.map(|n| n < end_at).unwrap_or(false);
+            if !done_counted && st.go_unix > 0 && !publishing {
+                done_counted = true;
+                ctx.prog.publishers_done.fetch_add(1, Relaxed);
+            }
+            let pub_at = next_pub.unwrap_or_else(Instant::now);
+            tokio::select! {
+                msg = conn.ws.next_msg() => match classify(msg) {
+                    WsEvent::Text(t) => self.on_text(&ctx, &mut conn, &mut st, &t),
+                    WsEvent::Closed(k) => { closed_reason = Some(k); break; }
+                    WsEvent::Other => {}
+                },
+                _ = hb.tick() => {
+                    if let Err(k) = conn.heartbeat(&ctx).await { closed_reason = Some(k); break; }
+                }
+                ch = phase_rx.changed() => {
+                    if ch.is_err() { break; }
+                    phase = *phase_rx.borrow_and_update();
+                    match phase {
+                        Phase::Close => break,
+                        Phase::Go { .. } => begin_go(phase, &mut st, &mut rng, &mut next_pub, &mut go_at, &mut end_at),
+                        Phase::Ramp | Phase::Check => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(pub_at.into()), if publishing => {
+                    let intended = next_pub.unwrap();
+                    let (topic, stream, ref name, jr) = streams[rr % streams.len()];
+                    let slot = rr % streams.len();
+                    rr += 1;
+                    let seq = seqs[slot];
+                    seqs[slot] += 1;
+                    let t_us = st.go_unix + intended.saturating_duration_since(go_at).as_micros() as u64;
+                    let payload = frame::stamp_payload(Stamp { t: t_us, s: seq, p: stream }, self.payload_bytes);
+                    let r = conn.make_ref();
+                    let text = frame::encode(jr.map(|j| j.to_string()).as_deref(), Some(&r.to_string()), name, &self.event, &payload);
+                    {
+                        let mut rec = ctx.rec();
+                        rec.sent_per_stream.entry(stream).or_insert((topic, 0)).1 += 1;
+                        rec.add("sent", 1);
+                        rec.hist("send_lag").record(now_unix_us().saturating_sub(t_us));
+                        if st.outstanding.len() >= MAX_OUTSTANDING {
+                            st.outstanding.pop_front();
+                            rec.add("push_untracked", 1);
+                        }
+                    }
+                    ctx.prog.sent.fetch_add(1, Relaxed);
+                    st.outstanding.push_back((r, t_us));
+                    if let Err(k) = conn.send(text).await { closed_reason = Some(k); break; }
+                    next_pub = Some(match role.sched {
+                        Sched::Fixed(iv) => intended + iv,
+                        Sched::Poisson(mean) => intended + rng.exp(mean),
+                        Sched::None => end_at,
+                    });
+                }
+            }
+        }
+        ctx.prog.open.fetch_sub(1, Relaxed);
+        if !done_counted {
+            ctx.prog.publishers_done.fetch_add(1, Relaxed);
+        }
+        {
+            let mut r = ctx.rec();
+            if let Some(k) = closed_reason {
+                r.error(&format!("disconnected:{k}"));
+            }
+            let holes = st.tracks.holes();
+            if holes > 0 {
+                r.add("holes_at_close", holes);
+            }
+            if !st.outstanding.is_empty() {
+                r.add("push_unreplied", st.outstanding.len() as u64);
+            }
+        }
+        conn.close().await;
+    }
+}
+
+/// `ws.next()` under a name that reads well in select!.
+trait NextMsg {
+    fn next_msg(&mut self) -> futures_util::stream::Next<'_, engine::Ws>;
+}
+impl NextMsg for engine::Ws {
+    fn next_msg(&mut self) -> futures_util::stream::Next<'_, engine::Ws> {
+        futures_util::StreamExt::next(self)
+    }
+}
+
+impl Scenario for PubSub {
+    fn spawn(self: Arc<Self>, ctx: &Arc<Ctx>, tasks: &mut tokio::task::JoinSet<()>) -> usize {
+        let n = self.roles.len();
+        for (k, role) in self.roles.iter().cloned().enumerate() {
+            tasks.spawn(self.clone().run_conn(ctx.clone(), role, k));
+        }
+        n
+    }
+
+    fn drained(&self, ctx: &Ctx) -> bool {
+        if self.kind == Kind::Connect {
+            return true;
+        }
+        let publishers = self.roles.iter().filter(|r| !r.streams.is_empty() && !matches!(r.sched, Sched::None)).count() as u64;
+        if ctx.prog.publishers_done.load(Relaxed) < publishers {
+            return false;
+        }
+        if self.all_local {
+            let r = ctx.rec();
+            return r.unique_deliveries() >= r.expected_deliveries();
+        }
+        // other processes publish too: stop after 1 s without deliveries
+        let last = ctx.prog.last_delivery_us.load(Relaxed);
+        now_unix_us().saturating_sub(last) > 1_000_000
+    }
+}

@@ -1,0 +1,124 @@
+//! Process health from /proc and the environment description for reports.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ProcSample {
+    /// user + system CPU time, microseconds
+    pub cpu_us: u64,
+    /// resident set size, bytes
+    pub rss_bytes: u64,
+}
+
+fn clk_tck() -> u64 {
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as u64 } else { 100 }
+}
+
+/// Sample `/proc/<pid>/stat` (utime, stime) and `/proc/<pid>/status` (VmRSS).
+pub fn sample(pid: &str) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // fields after the ")" of comm: state is field 3; utime 14, stime 15 (1-based)
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some(ProcSample { cpu_us: (utime + stime) * 1_000_000 / clk_tck(), rss_bytes: rss_kb * 1024 })
+}
+
+pub fn sample_self() -> ProcSample {
+    sample("self").unwrap_or_default()
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit. Returns (soft, hard) after the change.
+pub fn raise_nofile() -> (u64, u64) {
+    unsafe {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return (0, 0);
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+        (r.rlim_cur as u64, r.rlim_max as u64)
+    }
+}
+
+fn read_trim(path: &str) -> String {
+    std::fs::read_to_string(path).map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git").args(args).stderr(std::process::Stdio::null()).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+pub fn environment() -> serde_json::Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu_model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let (soft, hard) = unsafe {
+        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        (r.rlim_cur as u64, r.rlim_max as u64)
+    };
+    let mem_total_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
+    serde_json::json!({
+        "cpu_model": cpu_model,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "mem_total_bytes": mem_total_kb * 1024,
+        "kernel": read_trim("/proc/sys/kernel/osrelease"),
+        "hostname": read_trim("/proc/sys/kernel/hostname"),
+        "fd_limit_soft": soft,
+        "fd_limit_hard": hard,
+        "sysctls": {
+            "net.core.somaxconn": read_trim("/proc/sys/net/core/somaxconn"),
+            "net.ipv4.ip_local_port_range": read_trim("/proc/sys/net/ipv4/ip_local_port_range"),
+            "net.ipv4.tcp_max_syn_backlog": read_trim("/proc/sys/net/ipv4/tcp_max_syn_backlog"),
+            "net.ipv4.tcp_tw_reuse": read_trim("/proc/sys/net/ipv4/tcp_tw_reuse"),
+            "fs.file-max": read_trim("/proc/sys/fs/file-max"),
+            "fs.nr_open": read_trim("/proc/sys/fs/nr_open"),
+        },
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "loadgen_version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn self_sample_is_plausible() {
+        let s = super::sample_self();
+        assert!(s.rss_bytes > 1024 * 1024);
+        let (soft, hard) = super::raise_nofile();
+        assert_eq!(soft, hard);
+        let env = super::environment();
+        assert!(env["kernel"].as_str().unwrap().len() > 1);
+    }
+}

@@ -151,14 +151,22 @@ pub trait Channel: Send + 'static {
 
 /// What the connection (and pubsub) send to a channel task.
 pub(crate) enum ChannelMsg {
-    /// A client message; `handled` is signalled once `handle_in` returned.
-    In { event: String, payload: Payload, ref_: Option<Ref>, handled: Option<oneshot::Sender<()>> },
+    /// A client message (boxed: the mailbox's slots are sized by the largest variant).
+    In(Box<InMsg>),
     Out(Arc<Broadcast>),
     Info(Info),
     /// `phx_leave` with its ref.
     Leave { ref_: Option<Ref> },
     /// Stop without frames (transport closed, duplicate join, disconnect, drain).
     Shutdown(StopReason),
+}
+
+/// A client message for `handle_in`; `handled` is signalled once `handle_in` returned.
+pub(crate) struct InMsg {
+    pub event: String,
+    pub payload: Payload,
+    pub ref_: Option<Ref>,
+    pub handled: Option<oneshot::Sender<()>>,
 }
 
 /// Mailbox bound: a channel this far behind applies backpressure to its connection's reader
@@ -477,8 +485,8 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
         // Messages queued behind the failed join find no channel.
         rx.close();
         while let Some(msg) = rx.recv().await {
-            if let ChannelMsg::In { ref_, .. } = msg {
-                socket.reply_unmatched(&TopicField::Str(topic.to_string()), ref_);
+            if let ChannelMsg::In(m) = msg {
+                socket.reply_unmatched(&TopicField::Str(topic.to_string()), m.ref_);
             }
         }
         return;
@@ -515,7 +523,8 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
             break;
         };
         end = match msg {
-            ChannelMsg::In { event, payload, ref_, handled } => {
+            ChannelMsg::In(m) => {
+                let InMsg { event, payload, ref_, handled } = *m;
                 ctx.ref_ = ref_.clone();
                 let r = AssertUnwindSafe(channel.handle_in(&event, payload, &mut ctx)).catch_unwind().await;
                 ctx.ref_ = None;
@@ -593,8 +602,8 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
     let then_push = if frames.is_empty() { None } else { Some((socket.outbox.clone(), frames)) };
     pubsub.unsubscribe(socket.shard, topic.clone(), sub_id, then_push).await;
     while let Ok(msg) = rx.try_recv() {
-        if let ChannelMsg::In { ref_, .. } = msg {
-            socket.reply_unmatched(&TopicField::Str(topic.to_string()), ref_);
+        if let ChannelMsg::In(m) = msg {
+            socket.reply_unmatched(&TopicField::Str(topic.to_string()), m.ref_);
         }
     }
     if ctx.tracked {

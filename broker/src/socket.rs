@@ -396,7 +396,7 @@ impl Socket {
             return; // stale join_ref: silently dropped (spec §4.5)
         }
         let ref_ = msg.ref_.clone();
-        let sent = slot.mailbox.send(ChannelMsg::In { event: msg.event, payload: msg.payload, ref_, handled }).await;
+        let sent = slot.mailbox.send(ChannelMsg::In(Box::new(channel::InMsg { event: msg.event, payload: msg.payload, ref_, handled }))).await;
         if sent.is_err() {
             self.info.reply_unmatched(&msg.topic, msg.ref_);
         }

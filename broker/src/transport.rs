@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -222,10 +222,13 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
 }
 
 /// Writes every queued frame, up to [`IOV_BATCH`] per `writev`, handling partial writes.
+///
+/// The `IoSlice` array lives on the stack of one `poll`, never in the future's state: held
+/// across an `.await` it would cost 8 KiB per connection.
 async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>) -> std::io::Result<()> {
     let mut offset = 0; // bytes of queue[0] already written
     while !queue.is_empty() {
-        let n = {
+        let n = std::future::poll_fn(|cx| {
             let mut slices: [IoSlice<'_>; IOV_BATCH] = [IoSlice::new(&[]); IOV_BATCH];
             let mut count = 0;
             for (i, f) in queue.iter().take(IOV_BATCH).enumerate() {
@@ -233,8 +236,9 @@ async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>) -> std:
                 slices[i] = IoSlice::new(bytes);
                 count += 1;
             }
-            wr.write_vectored(&slices[..count]).await?
-        };
+            std::pin::Pin::new(&mut *wr).poll_write_vectored(cx, &slices[..count])
+        })
+        .await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -252,4 +256,52 @@ async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>) -> std:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outbox::OutboxLimits;
+    use crate::presence::Presence;
+    use crate::pubsub::PubSub;
+    use crate::serializer::Serializer;
+    use crate::socket::{AllowAll, Endpoint, Router, SocketLimits, SocketParams, Transport};
+
+    /// The per-connection tasks' futures are what an idle connection costs in memory: keep
+    /// them small (a stray buffer held across an `.await` shows up here first).
+    #[tokio::test]
+    async fn connection_futures_stay_small() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let pubsub = PubSub::start(1);
+        let endpoint = Arc::new(Endpoint {
+            router: Router::new(),
+            handler: Arc::new(AllowAll),
+            presence: Presence::start(pubsub.clone(), 1, 0),
+            pubsub,
+            limits: SocketLimits { max_channels: 100, duplicate_join_grace: Duration::from_secs(5) },
+        });
+        let outbox = Arc::new(Outbox::new(OutboxLimits { max_frames: 10, max_bytes: 1000 }));
+        let socket = Socket::start(
+            endpoint,
+            SocketParams {
+                conn_id: 1,
+                serializer: Serializer::V2,
+                transport: Transport::WebSocket,
+                assigns: Default::default(),
+                params: serde_json::Value::Null,
+                outbox: outbox.clone(),
+            },
+        )
+        .await;
+        let (_tx, rx) = watch::channel(false);
+        let reader = run(server, Bytes::new(), socket, Limits::default(), rx);
+        let (_, wr) = client.into_split();
+        let writer = write_loop(wr, outbox);
+        let (r, w) = (std::mem::size_of_val(&reader), std::mem::size_of_val(&writer));
+        println!("reader future: {r} bytes, writer future: {w} bytes");
+        assert!(w < 1024, "writer future is {w} bytes");
+        assert!(r < 4096, "reader future is {r} bytes");
+    }
 }

@@ -14,7 +14,7 @@ if [[ "$PROFILE" == release ]]; then
 else
   cargo build -p broker && cargo build -p loadgen
 fi
-BIN="target/$PROFILE"
+BIN="${CARGO_TARGET_DIR:-target}/$PROFILE"
 TMP="$(mktemp -d)"
 BROKER_PID=""
 cleanup() {

@@ -14,8 +14,9 @@ echo "== phoenix.js conformance (node --test)"
 if [ ! -d tests/js/node_modules ]; then
   (cd tests/js && npm ci --no-audit --no-fund)
 fi
-export BROKER_BIN="$PWD/target/debug/broker"
-export CONFORMANCE_BIN="$PWD/target/debug/examples/conformance"
+TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+export BROKER_BIN="$TARGET_DIR/debug/broker"
+export CONFORMANCE_BIN="$TARGET_DIR/debug/examples/conformance"
 (cd tests/js && npm test)
 
 if [ -x scripts/loadgen-smoke.sh ]; then

@@ -206,7 +206,7 @@ pub async fn coordinator_main(spec: Spec) -> i32 {
                     p.established.load(Relaxed),
                     p.failed.load(Relaxed),
                     p.settled.load(Relaxed),
-                    p.deliveries.load(Relaxed),
+                    p.deliveries.get(),
                     p.open.load(Relaxed),
                 );
             }

@@ -44,15 +44,54 @@ pub enum Phase {
     Close,
 }
 
+/// A counter updated per received frame: one cache line per slot, each runtime thread adds to
+/// its own slot (no cache-line ping-pong between threads); readers sum the slots.
+#[derive(Default)]
+pub struct Striped([Slot; STRIPES]);
+
+const STRIPES: usize = 16;
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Slot(AtomicU64);
+
+fn stripe() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local!(static MINE: usize = (NEXT.fetch_add(1, Relaxed) as usize) % STRIPES);
+    MINE.with(|m| *m)
+}
+
+impl Striped {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0[stripe()].0.fetch_add(n, Relaxed);
+    }
+    /// Sum over the slots.
+    pub fn get(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Relaxed)).sum()
+    }
+    /// Keep a per-thread maximum (e.g. a time); [`Striped::get_max`] reads the overall one.
+    #[inline]
+    pub fn store_max(&self, v: u64) {
+        let s = &self.0[stripe()].0;
+        if s.load(Relaxed) < v {
+            s.store(v, Relaxed);
+        }
+    }
+    pub fn get_max(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Relaxed)).max().unwrap_or(0)
+    }
+}
+
 /// Live counters for the progress line.
 #[derive(Default)]
 pub struct Progress {
     pub established: AtomicU64,
     pub failed: AtomicU64,
     pub settled: AtomicU64,
-    pub deliveries: AtomicU64,
-    pub duplicated: AtomicU64,
-    pub last_delivery_us: AtomicU64,
+    pub deliveries: Striped,
+    pub duplicated: Striped,
+    pub last_delivery_us: Striped,
     pub sent: AtomicU64,
     pub open: AtomicU64,
     /// Publishing connections that are done publishing (past the end of the measurement, or
@@ -503,7 +542,7 @@ pub async fn run_worker<S: Scenario>(ctx: Arc<Ctx>, scenario: Arc<S>, mut ctl: C
                     c.prog.established.load(Relaxed),
                     c.prog.failed.load(Relaxed),
                     c.prog.settled.load(Relaxed),
-                    c.prog.deliveries.load(Relaxed),
+                    c.prog.deliveries.get(),
                     c.prog.open.load(Relaxed)
                 );
             }
@@ -568,6 +607,9 @@ pub async fn run_worker<S: Scenario>(ctx: Arc<Ctx>, scenario: Arc<S>, mut ctl: C
             Err(_) => {
                 ctx.rec().add("tasks_aborted_at_close", tasks.len() as u64);
                 tasks.abort_all();
+                // aborted connections merge what they recorded when their task is dropped
+                let until = Instant::now() + Duration::from_secs(2);
+                while let Ok(Some(_)) = tokio::time::timeout_at(until.into(), tasks.join_next()).await {}
                 break;
             }
         }

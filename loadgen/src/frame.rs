@@ -3,6 +3,17 @@
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
+/// A JSON value still as text (a slice of the frame): what `serde_json::value::RawValue` was,
+/// without requiring serde to have validated it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(pub &'a str);
+
+impl<'a> Raw<'a> {
+    pub fn get(&self) -> &'a str {
+        self.0
+    }
+}
+
 /// A decoded server → client frame. Borrowed from the frame text where possible.
 #[derive(Debug)]
 pub struct InFrame<'a> {
@@ -13,7 +24,7 @@ pub struct InFrame<'a> {
     pub topic: Cow<'a, str>,
     pub event: Cow<'a, str>,
     /// The payload, still as JSON text (not parsed).
-    pub payload: &'a RawValue,
+    pub payload: Raw<'a>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -33,13 +44,12 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
-fn ref_field<'a>(raw: &'a RawValue, name: &'static str) -> Result<Option<Cow<'a, str>>, DecodeError> {
-    let s = raw.get();
+fn ref_field<'a>(s: &'a str, name: &'static str) -> Result<Option<Cow<'a, str>>, DecodeError> {
     if s == "null" {
         return Ok(None);
     }
     if s.starts_with('"') {
-        return str_field(raw, name).map(Some);
+        return str_field(s, name).map(Some);
     }
     // lenient: numbers are echoed by Phoenix as numbers (spec §12.2)
     if s.bytes().all(|b| b.is_ascii_digit() || b == b'-' || b == b'.') {
@@ -48,8 +58,7 @@ fn ref_field<'a>(raw: &'a RawValue, name: &'static str) -> Result<Option<Cow<'a,
     Err(DecodeError::BadField(name))
 }
 
-fn str_field<'a>(raw: &'a RawValue, name: &'static str) -> Result<Cow<'a, str>, DecodeError> {
-    let s = raw.get();
+fn str_field<'a>(s: &'a str, name: &'static str) -> Result<Cow<'a, str>, DecodeError> {
     if !s.starts_with('"') {
         return Err(DecodeError::BadField(name));
     }
@@ -61,17 +70,155 @@ fn str_field<'a>(raw: &'a RawValue, name: &'static str) -> Result<Cow<'a, str>, 
 }
 
 /// Decode a V2 text frame. Extra elements after the fifth are ignored.
+///
+/// The common shapes (`null`/string/digit refs, string topic and event, an object, array,
+/// string or literal payload, exactly five elements) are split by a single byte scan without
+/// building serde values ([`scan`]); anything else goes through serde, which also produces the
+/// errors. The scan checks the frame's structure (brackets, strings) but not the grammar inside
+/// the payload: the payload is parsed (and so validated) by whoever reads it.
 pub fn decode(text: &str) -> Result<InFrame<'_>, DecodeError> {
+    if let Some(f) = scan(text) {
+        return Ok(f);
+    }
+    decode_serde(text)
+}
+
+/// Decode with serde_json (the reference behaviour; errors are classified here).
+pub fn decode_serde(text: &str) -> Result<InFrame<'_>, DecodeError> {
     let parts: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| DecodeError::NotArray)?;
     if parts.len() < 5 {
         return Err(DecodeError::TooShort(parts.len()));
     }
     Ok(InFrame {
-        join_ref: ref_field(parts[0], "join_ref")?,
-        ref_: ref_field(parts[1], "ref")?,
-        topic: str_field(parts[2], "topic")?,
-        event: str_field(parts[3], "event")?,
-        payload: parts[4],
+        join_ref: ref_field(parts[0].get(), "join_ref")?,
+        ref_: ref_field(parts[1].get(), "ref")?,
+        topic: str_field(parts[2].get(), "topic")?,
+        event: str_field(parts[3].get(), "event")?,
+        payload: Raw(parts[4].get()),
+    })
+}
+
+#[inline]
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// End (exclusive) of the JSON string opening at `b[i] == '"'`, or None if unterminated or it
+/// holds a raw control character.
+#[inline]
+fn skip_str(b: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    while j < b.len() {
+        match b[j] {
+            b'"' => return Some(j + 1),
+            b'\\' => j += 2,
+            c if c < 0x20 => return None,
+            _ => j += 1,
+        }
+    }
+    None
+}
+
+/// End (exclusive) of the object or array opening at `b[i]`: brackets matched by kind, strings
+/// skipped. The grammar between brackets is not checked.
+fn skip_nested(b: &[u8], i: usize) -> Option<usize> {
+    // bit stack of open brackets: 1 = '{', 0 = '['
+    let mut stack: u128 = 0;
+    let mut depth = 0u32;
+    let mut j = i;
+    while j < b.len() {
+        match b[j] {
+            b'"' => {
+                j = skip_str(b, j)?;
+                continue;
+            }
+            c @ (b'{' | b'[') => {
+                if depth == 128 {
+                    return None;
+                }
+                stack = (stack << 1) | (c == b'{') as u128;
+                depth += 1;
+            }
+            c @ (b'}' | b']') => {
+                if depth == 0 || ((stack & 1) == 1) != (c == b'}') {
+                    return None;
+                }
+                stack >>= 1;
+                depth -= 1;
+                if depth == 0 {
+                    return Some(j + 1);
+                }
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    None
+}
+
+/// One element of the frame array: (text, end). Scalars other than null/true/false and plain
+/// digit strings are not accepted (serde decides about them).
+fn scan_elem(b: &[u8], i: usize) -> Option<usize> {
+    match *b.get(i)? {
+        b'"' => skip_str(b, i),
+        b'{' | b'[' => skip_nested(b, i),
+        _ => {
+            let mut j = i;
+            while j < b.len() && b[j].is_ascii_alphanumeric() {
+                j += 1;
+            }
+            let tok = &b[i..j];
+            let digits = !tok.is_empty() && tok.iter().all(u8::is_ascii_digit) && (tok.len() == 1 || tok[0] != b'0');
+            if tok == b"null" || tok == b"true" || tok == b"false" || digits {
+                Some(j)
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The fast path of [`decode`]: None when the frame is not of the common shape (then serde
+/// decides, including errors).
+pub fn scan(text: &str) -> Option<InFrame<'_>> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    i += 1;
+    let mut el: [&str; 5] = [""; 5];
+    for (k, e) in el.iter_mut().enumerate() {
+        i = skip_ws(b, i);
+        let end = scan_elem(b, i)?;
+        // element boundaries are ASCII bytes, so these are char boundaries
+        *e = &text[i..end];
+        i = skip_ws(b, end);
+        let want = if k == 4 { b']' } else { b',' };
+        if b.get(i) != Some(&want) {
+            return None;
+        }
+        i += 1;
+    }
+    if skip_ws(b, i) != b.len() {
+        return None;
+    }
+    let numeric_ok = |s: &str| s.starts_with('"') || s == "null" || s.bytes().all(|c| c.is_ascii_digit());
+    if !numeric_ok(el[0]) || !numeric_ok(el[1]) || !el[2].starts_with('"') || !el[3].starts_with('"') {
+        return None;
+    }
+    if el[4].starts_with(|c: char| c.is_ascii_digit()) {
+        return None; // a number payload: leave it to serde
+    }
+    Some(InFrame {
+        join_ref: ref_field(el[0], "join_ref").ok()?,
+        ref_: ref_field(el[1], "ref").ok()?,
+        topic: str_field(el[2], "topic").ok()?,
+        event: str_field(el[3], "event").ok()?,
+        payload: Raw(el[4]),
     })
 }
 
@@ -120,7 +267,7 @@ pub fn leave(join_ref: &str, ref_: &str, topic: &str) -> String {
 }
 
 /// The `status` of a `phx_reply` payload (`{"status": "...", "response": ...}`).
-pub fn reply_status(payload: &RawValue) -> Option<String> {
+pub fn reply_status(payload: Raw<'_>) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Reply {
         status: String,
@@ -153,8 +300,43 @@ pub fn stamp_payload(st: Stamp, size: usize) -> String {
     out
 }
 
-pub fn parse_stamp(payload: &RawValue) -> Option<Stamp> {
-    serde_json::from_str::<Stamp>(payload.get()).ok()
+/// Parse a stamp payload. The exact shape [`stamp_payload`] produces
+/// (`{"t":N,"s":N,"p":N}` or with a trailing `,"pad":"xx.."`) is read by hand; anything else
+/// goes through serde, so the result is the same as serde's for every input.
+pub fn parse_stamp(payload: Raw<'_>) -> Option<Stamp> {
+    parse_stamp_fast(payload.get().as_bytes()).or_else(|| serde_json::from_str::<Stamp>(payload.get()).ok())
+}
+
+/// A JSON unsigned integer (no sign, no leading zero, no fraction) at `b[i..]`, at most `max`.
+#[inline]
+fn read_uint(b: &[u8], i: usize, max: u64) -> Option<(u64, usize)> {
+    let mut j = i;
+    let mut v: u64 = 0;
+    while j < b.len() && b[j].is_ascii_digit() {
+        v = v.checked_mul(10)?.checked_add((b[j] - b'0') as u64)?;
+        j += 1;
+    }
+    let n = j - i;
+    if n == 0 || (n > 1 && b[i] == b'0') || v > max {
+        return None;
+    }
+    Some((v, j))
+}
+
+fn parse_stamp_fast(b: &[u8]) -> Option<Stamp> {
+    let b = b.strip_prefix(b"{\"t\":")?;
+    let (t, i) = read_uint(b, 0, u64::MAX)?;
+    let b = b[i..].strip_prefix(b",\"s\":")?;
+    let (s, i) = read_uint(b, 0, u32::MAX as u64)?;
+    let b = b[i..].strip_prefix(b",\"p\":")?;
+    let (p, i) = read_uint(b, 0, u32::MAX as u64)?;
+    let rest = &b[i..];
+    let ok = rest == b"}"
+        || rest
+            .strip_prefix(b",\"pad\":\"")
+            .and_then(|r| r.strip_suffix(b"\"}"))
+            .is_some_and(|pad| pad.iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\'));
+    ok.then_some(Stamp { t, s: s as u32, p: p as u32 })
 }
 
 #[cfg(test)]
@@ -199,15 +381,114 @@ mod tests {
     fn stamp_roundtrip_and_padding() {
         let st = Stamp { t: 1_700_000_000_000_000, s: 42, p: 7 };
         let p = stamp_payload(st, 0);
-        let raw: Box<RawValue> = serde_json::from_str(&p).unwrap();
-        assert_eq!(parse_stamp(&raw), Some(st));
+        assert_eq!(parse_stamp(Raw(&p)), Some(st));
+        assert_eq!(parse_stamp_fast(p.as_bytes()), Some(st));
         let p = stamp_payload(st, 200);
         assert!((195..=205).contains(&p.len()), "len {}", p.len());
-        let raw: Box<RawValue> = serde_json::from_str(&p).unwrap();
-        assert_eq!(parse_stamp(&raw), Some(st));
+        assert_eq!(parse_stamp(Raw(&p)), Some(st));
+        assert_eq!(parse_stamp_fast(p.as_bytes()), Some(st));
         // a frame relayed by the server decodes to the same stamp
         let frame = encode(None, None, "bench:0", "msg", &p);
         let f = decode(&frame).unwrap();
         assert_eq!(parse_stamp(f.payload), Some(st));
+    }
+
+    /// Frames and payloads the hand-rolled paths must treat exactly like serde.
+    const FRAMES: &[&str] = &[
+        r#"["5","5","room:1","phx_reply",{"status":"ok","response":{}}]"#,
+        r#"[null,null,"room:1","user_entered",{"user":null}]"#,
+        r#" [ null , "7" , "bench:0" , "msg" , {"t":1,"s":2,"p":3} ] "#,
+        r#"[1,2,"a\u0041","ev",{},"extra"]"#,
+        r#"[1,2,"t","ev",{}]"#,
+        r#"[01,2,"t","ev",{}]"#,
+        r#"[-1,2,"t","ev",{}]"#,
+        r#"[1.5,2,"t","ev",{}]"#,
+        r#"[null,null,"t","e",[1,{"a":[2,"]}"]}]]"#,
+        r#"[null,null,"t","e","str\"ing"]"#,
+        r#"[null,null,"t","e",true]"#,
+        r#"[null,null,"t","e",12]"#,
+        r#"[null,null,"t","e",nul]"#,
+        r#"[null,null,"t","e",{"a":1}"#,
+        r#"[null,null,"t","e",{"a":1]]"#,
+        r#"[null,null,"t","e",{"a":"\q"}]"#,
+        r#"[null,null,"t\q","e",{}]"#,
+        r#"[null,null,"t","e",{}] x"#,
+        r#"[null,null,"t","e",{},]"#,
+        r#"[null,null,"t","e"]"#,
+        r#"[null,null,"t"]"#,
+        r#"[null,null,1,"e",{}]"#,
+        r#"[null,null,"t",null,{}]"#,
+        r#"[true,null,"t","e",{}]"#,
+        r#"{}"#,
+        r#""#,
+        r#"[null,null,"t","e",{"a":"x"}]"#,
+        r#"["é","ü","tö","ë",{"ä":"ö"}]"#,
+    ];
+
+    fn same(a: &Result<InFrame<'_>, DecodeError>, b: &Result<InFrame<'_>, DecodeError>) -> bool {
+        match (a, b) {
+            (Ok(a), Ok(b)) => {
+                a.join_ref == b.join_ref && a.ref_ == b.ref_ && a.topic == b.topic && a.event == b.event && a.payload == b.payload
+            }
+            (Err(a), Err(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn scan_agrees_with_serde() {
+        let mut scanned = 0;
+        for f in FRAMES {
+            let fast = decode(f);
+            let slow = decode_serde(f);
+            if scan(f).is_some() {
+                scanned += 1;
+            }
+            // the only allowed difference: a payload serde rejects that the scan passes through
+            let payload_grammar = slow.is_err() && fast.as_ref().is_ok_and(|x| serde_json::from_str::<&RawValue>(x.payload.get()).is_err());
+            assert!(same(&fast, &slow) || payload_grammar, "{f}: {fast:?} vs {slow:?}");
+        }
+        assert!(scanned >= 10, "the fast path is used for the common shapes ({scanned})");
+        // the frames loadgen receives go through the scan
+        let st = Stamp { t: 1_700_000_000_000_000, s: 3, p: 1 };
+        let frame = encode(None, None, "bench:0", "msg", &stamp_payload(st, 100));
+        assert!(scan(&frame).is_some());
+        assert!(scan(r#"[null,"12","phoenix","phx_reply",{"status":"ok","response":{}}]"#).is_some());
+    }
+
+    #[test]
+    fn stamp_fast_path_agrees_with_serde() {
+        let serde_stamp = |p: &str| serde_json::from_str::<Stamp>(p).ok();
+        let cases = [
+            r#"{"t":1,"s":2,"p":3}"#,
+            r#"{"t":0,"s":0,"p":0}"#,
+            r#"{"t":18446744073709551615,"s":4294967295,"p":4294967295}"#,
+            r#"{"t":18446744073709551616,"s":1,"p":1}"#,
+            r#"{"t":1,"s":4294967296,"p":1}"#,
+            r#"{"t":01,"s":2,"p":3}"#,
+            r#"{"t":1.0,"s":2,"p":3}"#,
+            r#"{"t":-1,"s":2,"p":3}"#,
+            r#"{"t":1,"s":2,"p":3,"pad":"xxxx"}"#,
+            r#"{"t":1,"s":2,"p":3,"pad":"x\"x"}"#,
+            r#"{"t":1,"s":2,"p":3,"t":4}"#,
+            r#"{"t":1,"s":2,"p":3,"pad":"xx"} "#,
+            r#"{"t":1,"s":2}"#,
+            r#"{"s":2,"t":1,"p":3}"#,
+            r#"{ "t":1,"s":2,"p":3}"#,
+            r#"{"t":1,"s":2,"p":3,"other":[1,2]}"#,
+            r#"[1,2,3]"#,
+            r#"null"#,
+        ];
+        for c in cases {
+            assert_eq!(parse_stamp(Raw(c)), serde_stamp(c), "{c}");
+            if let Some(f) = parse_stamp_fast(c.as_bytes()) {
+                assert_eq!(Some(f), serde_stamp(c), "fast path {c}");
+            }
+        }
+        for (t, s, p, size) in [(5u64, 0u32, 0u32, 0usize), (1_700_000_000_123_456, 99, 7, 100), (u64::MAX, u32::MAX, 1, 300)] {
+            let pl = stamp_payload(Stamp { t, s, p }, size);
+            assert_eq!(parse_stamp_fast(pl.as_bytes()), serde_stamp(&pl));
+            assert!(parse_stamp_fast(pl.as_bytes()).is_some());
+        }
     }
 }

@@ -9,6 +9,7 @@ pub mod coord;
 pub mod engine;
 pub mod frame;
 pub mod hist;
+pub mod local;
 pub mod presence;
 pub mod presence_sc;
 pub mod pubsub;

@@ -36,7 +36,7 @@ pub fn parse_presences(json: &str) -> Result<Presences, String> {
 }
 
 /// Parse a `presence_diff` payload `{"joins": {..}, "leaves": {..}}`.
-pub fn parse_diff(payload: &RawValue) -> Result<Diff, String> {
+pub fn parse_diff(payload: &str) -> Result<Diff, String> {
     #[derive(Deserialize)]
     struct D<'a> {
         #[serde(borrow, default)]
@@ -44,7 +44,7 @@ pub fn parse_diff(payload: &RawValue) -> Result<Diff, String> {
         #[serde(borrow, default)]
         leaves: Option<&'a RawValue>,
     }
-    let d: D = serde_json::from_str(payload.get()).map_err(|e| e.to_string())?;
+    let d: D = serde_json::from_str(payload).map_err(|e| e.to_string())?;
     Ok(Diff {
         joins: match d.joins { Some(j) => parse_presences(j.get())?, None => vec![] },
         leaves: match d.leaves { Some(l) => parse_presences(l.get())?, None => vec![] },
@@ -210,7 +210,7 @@ mod tests {
         let s = r#"{"42":{"metas":[{"online_at":"1","phx_ref":"A"},{"phx_ref":"B","phx_ref_prev":"Z"}]},"57":{"metas":[{"phx_ref":"C"}],"user":{"name":"x"}}}"#;
         assert_eq!(parse_presences(s).unwrap(), p(&[("42", &["A", "B"]), ("57", &["C"])]));
         let raw: Box<RawValue> = serde_json::from_str(r#"{"joins":{"1":{"metas":[{"phx_ref":"X"}]}},"leaves":{}}"#).unwrap();
-        let d = parse_diff(&raw).unwrap();
+        let d = parse_diff(raw.get()).unwrap();
         assert_eq!(d.joins, p(&[("1", &["X"])]));
         assert!(d.leaves.is_empty());
     }

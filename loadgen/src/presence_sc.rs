@@ -3,6 +3,7 @@
 
 use crate::engine::{classify, establish, heartbeat_timer, instant_at_unix, now_unix_us, uri_component, Conn, Ctx, Phase, Scenario, WsEvent};
 use crate::frame;
+use crate::local::ConnRec;
 use crate::presence::{parse_diff, parse_presences, PresenceView, Transition};
 use crate::pubsub::Rng;
 use futures_util::StreamExt;
@@ -174,6 +175,8 @@ impl PresenceSc {
         let key = member_key(room, m);
         let topic = format!("{}{}", self.prefix, room);
         let observer = m < self.observers;
+        // per-frame counters, merged into the worker's result in batches and at the end
+        let mut lrec = ConnRec::new(ctx.clone());
         let intended = ctx.ramp_slot(slot);
         tokio::time::sleep_until(intended.into()).await;
         let query = format!("{}={}&", uri_component(&self.key_param), uri_component(&key));
@@ -239,9 +242,9 @@ impl PresenceSc {
             tokio::select! {
                 msg = conn.ws.next() => match classify(msg) {
                     WsEvent::Text(text) => {
-                        let Ok(f) = frame::decode(&text) else { ctx.rec().error("frame:undecodable"); continue };
+                        let Ok(f) = frame::decode(&text) else { lrec.error("frame:undecodable"); continue };
                         if conn.on_heartbeat_reply(&ctx, &f) { continue; }
-                        if f.topic != topic.as_str() { ctx.rec().add("frames_unknown_topic", 1); continue; }
+                        if f.topic != topic.as_str() { lrec.add("frames_unknown_topic", 1); continue; }
                         // isMember: drop frames stamped with an outdated join_ref
                         let cur = join_ref.map(|j| j.to_string());
                         let stale = match (&f.join_ref, &cur) {
@@ -298,15 +301,12 @@ impl PresenceSc {
                                 }
                             }
                             "presence_diff" => {
-                                {
-                                    let mut r = ctx.rec();
-                                    r.add("presence_diff_frames", 1);
-                                    r.add("presence_diff_bytes", f.payload.get().len() as u64);
-                                    if go_unix > 0 { r.add("presence_diff_frames_measured", 1); }
-                                }
+                                lrec.add("presence_diff_frames", 1);
+                                lrec.add("presence_diff_bytes", f.payload.get().len() as u64);
+                                if go_unix > 0 { lrec.add("presence_diff_frames_measured", 1); }
                                 if let Some(v) = view.as_mut() {
                                     if !joined && join_ref.is_none() { continue; }
-                                    match parse_diff(f.payload) {
+                                    match parse_diff(f.payload.get()) {
                                         Ok(d) => {
                                             let ts = v.on_diff(d);
                                             if !ts.is_empty() {
@@ -429,6 +429,7 @@ impl PresenceSc {
         } else if !ramp_pending {
             ctx.prog.open.fetch_sub(1, Relaxed);
         }
+        lrec.flush();
         conn.close().await;
     }
 }

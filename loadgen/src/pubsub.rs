@@ -3,11 +3,13 @@
 
 use crate::engine::{self, classify, establish, heartbeat_timer, join_topics, now_unix_us, Conn, Ctx, Phase, Scenario, WsEvent};
 use crate::frame::{self, Stamp};
+use crate::local::{ConnRec, Delivery, NO_SEC};
 use crate::result::{Seen, Tracks};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
@@ -118,7 +120,6 @@ pub fn local_roles(roles: Vec<Role>, w: u32, n: u32) -> Vec<Role> {
     roles.into_iter().filter(|r| r.idx % n as usize == w as usize).collect()
 }
 
-const MAX_TRACKED_MSGS: usize = 4_000_000;
 const MAX_OUTSTANDING: usize = 10_000;
 
 struct State {
@@ -128,6 +129,8 @@ struct State {
     /// (name, topic index, record deliveries, join_ref)
     topics: Vec<(String, u32, bool, Option<u64>)>,
     go_unix: u64,
+    /// what this connection recorded per frame, merged into the worker's result in batches
+    rec: ConnRec,
 }
 
 impl PubSub {
@@ -135,44 +138,28 @@ impl PubSub {
         let now = now_unix_us();
         let lat = now.saturating_sub(stamp.t);
         let seen = st.tracks.observe(stamp.p, stamp.s);
-        ctx.prog.deliveries.fetch_add(1, Relaxed);
-        ctx.prog.last_delivery_us.store(now, Relaxed);
-        let mut r = ctx.rec();
-        r.add("deliveries", 1);
+        ctx.prog.deliveries.add(1);
+        ctx.prog.last_delivery_us.store_max(now);
+        st.rec.add("deliveries", 1);
         match seen {
             Seen::Duplicate => {
-                r.add("duplicated", 1);
-                ctx.prog.duplicated.fetch_add(1, Relaxed);
+                st.rec.add("duplicated", 1);
+                ctx.prog.duplicated.add(1);
                 return;
             }
-            Seen::OutOfOrder => r.add("out_of_order", 1),
-            Seen::Overflow => r.add("tracking_overflow", 1),
+            Seen::OutOfOrder => st.rec.add("out_of_order", 1),
+            Seen::Overflow => st.rec.add("tracking_overflow", 1),
             Seen::InOrder => {}
         }
-        r.hist("delivery").record(lat);
-        if st.go_unix > 0 {
-            let sec = (stamp.t.saturating_sub(st.go_unix) / 1_000_000) as usize;
-            r.timeline_record(sec, lat);
-        }
-        let key = ((stamp.p as u64) << 32) | stamp.s as u64;
-        let tracked = r.msgs.len() < MAX_TRACKED_MSGS;
-        match r.msgs.get_mut(&key) {
-            Some(e) => {
-                e.0 = e.0.max(lat);
-                e.1 += 1;
-            }
-            None if tracked => {
-                r.msgs.insert(key, (lat, 1));
-            }
-            None => r.add("msgs_untracked", 1),
-        }
+        let sec = if st.go_unix > 0 { (stamp.t.saturating_sub(st.go_unix) / 1_000_000).min(NO_SEC as u64 - 1) as u32 } else { NO_SEC };
+        st.rec.delivery(Delivery { key: ((stamp.p as u64) << 32) | stamp.s as u64, lat, sec });
     }
 
     fn on_text(&self, ctx: &Ctx, conn: &mut Conn, st: &mut State, text: &str) {
         let f = match frame::decode(text) {
             Ok(f) => f,
             Err(_) => {
-                ctx.rec().error("frame:undecodable");
+                st.rec.error("frame:undecodable");
                 return;
             }
         };
@@ -181,7 +168,7 @@ impl PubSub {
         }
         if f.event == self.event.as_str() {
             let Some(t) = st.topics.iter().find(|t| t.0 == f.topic) else {
-                ctx.rec().add("frames_unknown_topic", 1);
+                st.rec.add("frames_unknown_topic", 1);
                 return;
             };
             if !t.2 {
@@ -189,7 +176,7 @@ impl PubSub {
             }
             match frame::parse_stamp(f.payload) {
                 Some(s) => self.record_delivery(ctx, st, s),
-                None => ctx.rec().add("frames_unstamped", 1),
+                None => st.rec.add("frames_unstamped", 1),
             }
             return;
         }
@@ -199,22 +186,21 @@ impl PubSub {
                 if let Some(pos) = r.and_then(|r| st.outstanding.iter().position(|o| o.0 == r)) {
                     let (_, intended) = st.outstanding.remove(pos).unwrap();
                     let lat = now_unix_us().saturating_sub(intended);
-                    let mut rec = ctx.rec();
                     match frame::reply_status(f.payload).as_deref() {
                         Some("ok") => {
-                            rec.add("push_ok", 1);
-                            rec.hist("push_reply").record(lat);
+                            st.rec.add("push_ok", 1);
+                            st.rec.sample("push_reply", lat);
                         }
-                        Some(s) => rec.error(&format!("push:{s}")),
-                        None => rec.error("push:bad_reply"),
+                        Some(s) => ctx.rec().error(&format!("push:{s}")),
+                        None => st.rec.error("push:bad_reply"),
                     }
                 } else {
-                    ctx.rec().add("replies_unmatched", 1);
+                    st.rec.add("replies_unmatched", 1);
                 }
             }
-            "phx_error" => ctx.rec().error("channel:phx_error"),
-            "phx_close" => ctx.rec().error("channel:phx_close"),
-            _ => ctx.rec().add("frames_other", 1),
+            "phx_error" => st.rec.error("channel:phx_error"),
+            "phx_close" => st.rec.error("channel:phx_close"),
+            _ => st.rec.add("frames_other", 1),
         }
     }
 
@@ -238,6 +224,7 @@ impl PubSub {
             outstanding: VecDeque::new(),
             topics: names.into_iter().zip(role.topics.iter()).zip(joined).map(|((n, (t, s)), j)| (n, *t, *s, j)).collect(),
             go_unix: 0,
+            rec: ConnRec::new(ctx.clone()),
         };
         {
             let mut r = ctx.rec();
@@ -310,13 +297,20 @@ impl PubSub {
         begin_go(phase, &mut st, &mut rng, &mut next_pub, &mut go_at, &mut end_at);
         let is_publisher = !role.streams.is_empty() && !matches!(role.sched, Sched::None);
         let mut done_counted = !is_publisher;
+        // futures kept across iterations: no watch-waiter registration or timer per frame
+        let mut phase_fut = std::pin::pin!(phase_changed(phase_rx));
+        let mut pub_sleep = std::pin::pin!(tokio::time::sleep_until(tokio::time::Instant::now()));
+        let mut armed: Option<Instant> = None;
         loop {
             let publishing = next_pub.map(|n| n < end_at).unwrap_or(false);
             if !done_counted && st.go_unix > 0 && !publishing {
                 done_counted = true;
                 ctx.prog.publishers_done.fetch_add(1, Relaxed);
             }
-            let pub_at = next_pub.unwrap_or_else(Instant::now);
+            if publishing && armed != next_pub {
+                pub_sleep.as_mut().reset(next_pub.unwrap().into());
+                armed = next_pub;
+            }
             tokio::select! {
                 msg = conn.ws.next_msg() => match classify(msg) {
                     WsEvent::Text(t) => self.on_text(&ctx, &mut conn, &mut st, &t),
@@ -326,16 +320,17 @@ impl PubSub {
                 _ = hb.tick() => {
                     if let Err(k) = conn.heartbeat(&ctx).await { closed_reason = Some(k); break; }
                 }
-                ch = phase_rx.changed() => {
+                (ch, mut rx) = &mut phase_fut => {
                     if ch.is_err() { break; }
-                    phase = *phase_rx.borrow_and_update();
+                    phase = *rx.borrow_and_update();
+                    phase_fut.set(phase_changed(rx));
                     match phase {
                         Phase::Close => break,
                         Phase::Go { .. } => begin_go(phase, &mut st, &mut rng, &mut next_pub, &mut go_at, &mut end_at),
                         Phase::Ramp | Phase::Check => {}
                     }
                 }
-                _ = tokio::time::sleep_until(pub_at.into()), if publishing => {
+                _ = &mut pub_sleep, if publishing => {
                     let intended = next_pub.unwrap();
                     let (topic, stream, ref name, jr) = streams[rr % streams.len()];
                     let slot = rr % streams.len();
@@ -383,9 +378,16 @@ impl PubSub {
             if !st.outstanding.is_empty() {
                 r.add("push_unreplied", st.outstanding.len() as u64);
             }
+            st.rec.local.merge_into(&mut r);
         }
         conn.close().await;
     }
+}
+
+/// Wait for the next phase change, handing the receiver back.
+async fn phase_changed(mut rx: watch::Receiver<Phase>) -> (Result<(), watch::error::RecvError>, watch::Receiver<Phase>) {
+    let r = rx.changed().await;
+    (r, rx)
 }
 
 /// `ws.next()` under a name that reads well in select!.
@@ -416,11 +418,12 @@ impl Scenario for PubSub {
             return false;
         }
         if self.all_local {
-            let r = ctx.rec();
-            return r.unique_deliveries() >= r.expected_deliveries();
+            // deliveries are merged into the result in batches; the live counts are in `prog`
+            let unique = ctx.prog.deliveries.get().saturating_sub(ctx.prog.duplicated.get());
+            return unique >= ctx.rec().expected_deliveries();
         }
         // other processes publish too: stop after 1 s without deliveries
-        let last = ctx.prog.last_delivery_us.load(Relaxed);
+        let last = ctx.prog.last_delivery_us.get_max();
         now_unix_us().saturating_sub(last) > 1_000_000
     }
 }

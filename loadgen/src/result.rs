@@ -128,8 +128,9 @@ impl WorkerResult {
 
 /// Per-subscriber tracking of sequence numbers per stream: detects duplicates and
 /// out-of-order deliveries; losses are computed globally (expected − unique).
+/// A connection sees few streams: a vector sorted by stream id (no hashing per frame).
 #[derive(Debug, Default)]
-pub struct Tracks(HashMap<u32, Track>);
+pub struct Tracks(Vec<(u32, Track)>);
 
 #[derive(Debug, Default)]
 struct Track {
@@ -151,7 +152,14 @@ const MAX_MISSING: usize = 4096;
 
 impl Tracks {
     pub fn observe(&mut self, stream: u32, seq: u32) -> Seen {
-        let t = self.0.entry(stream).or_default();
+        let i = match self.0.binary_search_by_key(&stream, |e| e.0) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (stream, Track::default()));
+                i
+            }
+        };
+        let t = &mut self.0[i].1;
         if seq == t.next {
             t.next += 1;
             Seen::InOrder
@@ -172,7 +180,7 @@ impl Tracks {
     }
     /// holes not (yet) filled
     pub fn holes(&self) -> u64 {
-        self.0.values().map(|t| t.missing.len() as u64).sum()
+        self.0.iter().map(|(_, t)| t.missing.len() as u64).sum()
     }
 }
 

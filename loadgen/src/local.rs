@@ -1,0 +1,262 @@
+//! Per-connection accumulation of what is recorded per received frame, merged into the
+//! worker's shared [`WorkerResult`] rarely: every [`BATCH`] buffered samples and when the
+//! connection ends (also when its task is aborted: the merge runs on drop). The per-frame path
+//! takes no lock and allocates nothing (the sample buffers are allocated once, at first use).
+//!
+//! Every recorded quantity merges exactly (counter sums, histogram counts, per-broadcast max and
+//! count), so the merged result equals recording every frame into the shared result directly.
+
+use crate::engine::Ctx;
+use crate::result::WorkerResult;
+use std::sync::Arc;
+
+/// Buffered samples per connection before they are merged (one lock per BATCH deliveries).
+pub const BATCH: usize = 64;
+/// "no timeline bucket" (delivery before the measurement phase)
+pub const NO_SEC: u32 = u32::MAX;
+/// Cap of tracked broadcasts (the `msgs` map) per worker.
+pub const MAX_TRACKED_MSGS: usize = 4_000_000;
+
+/// One recorded (non-duplicate) delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// stream << 32 | seq
+    pub key: u64,
+    /// latency, µs
+    pub lat: u64,
+    /// timeline second (by intended send time), or [`NO_SEC`]
+    pub sec: u32,
+}
+
+/// What a connection accumulated since its last merge.
+#[derive(Debug, Default)]
+pub struct Local {
+    counters: Vec<(&'static str, u64)>,
+    errors: Vec<(&'static str, u64)>,
+    deliveries: Vec<Delivery>,
+    /// (histogram name, value)
+    samples: Vec<(&'static str, u64)>,
+}
+
+fn bump(v: &mut Vec<(&'static str, u64)>, name: &'static str, n: u64) {
+    match v.iter_mut().find(|e| e.0 == name) {
+        Some(e) => e.1 += n,
+        None => v.push((name, n)),
+    }
+}
+
+impl Local {
+    pub fn add(&mut self, name: &'static str, n: u64) {
+        bump(&mut self.counters, name, n);
+    }
+    pub fn error(&mut self, kind: &'static str) {
+        bump(&mut self.errors, kind, 1);
+    }
+    /// Buffer a delivery; true when the buffers should be merged.
+    #[inline]
+    pub fn delivery(&mut self, d: Delivery) -> bool {
+        if self.deliveries.capacity() == 0 {
+            self.deliveries.reserve_exact(BATCH);
+        }
+        self.deliveries.push(d);
+        self.deliveries.len() >= BATCH
+    }
+    /// Buffer a histogram sample; true when the buffers should be merged.
+    pub fn sample(&mut self, hist: &'static str, v: u64) -> bool {
+        if self.samples.capacity() == 0 {
+            self.samples.reserve_exact(BATCH);
+        }
+        self.samples.push((hist, v));
+        self.samples.len() >= BATCH
+    }
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty() && self.errors.is_empty() && self.deliveries.is_empty() && self.samples.is_empty()
+    }
+    /// Move everything into `r` (buffers keep their capacity).
+    pub fn merge_into(&mut self, r: &mut WorkerResult) {
+        for (k, v) in self.counters.drain(..) {
+            r.add(k, v);
+        }
+        for (k, v) in self.errors.drain(..) {
+            *r.errors.entry(k.to_string()).or_default() += v;
+        }
+        for (k, v) in self.samples.drain(..) {
+            r.hist(k).record(v);
+        }
+        record_deliveries(r, &self.deliveries);
+        self.deliveries.clear();
+    }
+}
+
+/// Record deliveries into a result: the `delivery` histogram, the timeline, and per broadcast
+/// the max latency and delivery count (what `record_delivery` did per frame).
+pub fn record_deliveries(r: &mut WorkerResult, ds: &[Delivery]) {
+    if ds.is_empty() {
+        return;
+    }
+    {
+        let h = r.hist("delivery");
+        for d in ds {
+            h.record(d.lat);
+        }
+    }
+    for d in ds {
+        if d.sec != NO_SEC {
+            r.timeline_record(d.sec as usize, d.lat);
+        }
+    }
+    let mut untracked = 0u64;
+    for d in ds {
+        let tracked = r.msgs.len() < MAX_TRACKED_MSGS;
+        match r.msgs.get_mut(&d.key) {
+            Some(e) => {
+                e.0 = e.0.max(d.lat);
+                e.1 += 1;
+            }
+            None if tracked => {
+                r.msgs.insert(d.key, (d.lat, 1));
+            }
+            None => untracked += 1,
+        }
+    }
+    if untracked > 0 {
+        r.add("msgs_untracked", untracked);
+    }
+}
+
+/// A connection's [`Local`], merged into the worker's result when full and on drop.
+pub struct ConnRec {
+    ctx: Arc<Ctx>,
+    pub local: Local,
+}
+
+impl ConnRec {
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        ConnRec { ctx, local: Local::default() }
+    }
+    pub fn add(&mut self, name: &'static str, n: u64) {
+        self.local.add(name, n);
+    }
+    pub fn error(&mut self, kind: &'static str) {
+        self.local.error(kind);
+    }
+    #[inline]
+    pub fn delivery(&mut self, d: Delivery) {
+        if self.local.delivery(d) {
+            self.flush();
+        }
+    }
+    pub fn sample(&mut self, hist: &'static str, v: u64) {
+        if self.local.sample(hist, v) {
+            self.flush();
+        }
+    }
+    pub fn flush(&mut self) {
+        if !self.local.is_empty() {
+            self.local.merge_into(&mut self.ctx.rec());
+        }
+    }
+}
+
+impl Drop for ConnRec {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::Rng;
+
+    /// Reference: what the per-frame code did, everything into one result under one lock.
+    fn record_direct(r: &mut WorkerResult, d: Delivery) {
+        r.add("deliveries", 1);
+        r.hist("delivery").record(d.lat);
+        if d.sec != NO_SEC {
+            r.timeline_record(d.sec as usize, d.lat);
+        }
+        let tracked = r.msgs.len() < MAX_TRACKED_MSGS;
+        match r.msgs.get_mut(&d.key) {
+            Some(e) => {
+                e.0 = e.0.max(d.lat);
+                e.1 += 1;
+            }
+            None if tracked => {
+                r.msgs.insert(d.key, (d.lat, 1));
+            }
+            None => r.add("msgs_untracked", 1),
+        }
+    }
+
+    fn canon(r: &WorkerResult) -> String {
+        // the JSON wire form, with the map in key order
+        let mut v = serde_json::to_value(r).unwrap();
+        let mut msgs: Vec<(u64, (u64, u32))> = r.msgs.iter().map(|(k, v)| (*k, *v)).collect();
+        msgs.sort();
+        v["msgs"] = serde_json::to_value(msgs).unwrap();
+        v.to_string()
+    }
+
+    #[test]
+    fn per_connection_merge_equals_recording_everything_in_one() {
+        let mut rng = Rng(7);
+        let conns = 37;
+        let mut direct = WorkerResult::default();
+        let mut locals: Vec<Local> = (0..conns).map(|_| Local::default()).collect();
+        let mut batched = WorkerResult::default();
+        for i in 0..20_000u64 {
+            let c = rng.below(conns);
+            let stream = rng.below(5) as u64;
+            let seq = rng.below(300) as u64;
+            let d = Delivery {
+                key: (stream << 32) | seq,
+                lat: 1 + rng.below(5_000_000) as u64,
+                sec: if i % 11 == 0 { NO_SEC } else { rng.below(15) as u32 },
+            };
+            record_direct(&mut direct, d);
+            if i % 97 == 0 {
+                direct.add("out_of_order", 1);
+                locals[c].add("out_of_order", 1);
+            }
+            if i % 1000 == 0 {
+                direct.error("frame:undecodable");
+                locals[c].error("frame:undecodable");
+                direct.hist("push_reply").record(i + 1);
+                if locals[c].sample("push_reply", i + 1) {
+                    locals[c].merge_into(&mut batched);
+                }
+            }
+            locals[c].add("deliveries", 1);
+            if locals[c].delivery(d) {
+                locals[c].merge_into(&mut batched);
+            }
+        }
+        for l in &mut locals {
+            l.merge_into(&mut batched);
+            assert!(l.is_empty());
+        }
+        assert_eq!(batched.counter("deliveries"), 20_000);
+        assert_eq!(canon(&batched), canon(&direct));
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(batched.hists["delivery"].q(q), direct.hists["delivery"].q(q));
+        }
+
+        // and through worker processes: partial results shipped as JSON, merged by the coordinator
+        let mut a = WorkerResult::default();
+        let mut b = WorkerResult::default();
+        let mut rng = Rng(9);
+        let mut one = WorkerResult::default();
+        for _ in 0..5000 {
+            let d = Delivery { key: rng.below(50) as u64, lat: 1 + rng.below(100_000) as u64, sec: rng.below(4) as u32 };
+            record_direct(&mut one, d);
+            let mut l = Local::default();
+            l.add("deliveries", 1);
+            l.delivery(d);
+            l.merge_into(if rng.below(2) == 0 { &mut a } else { &mut b });
+        }
+        let mut merged: WorkerResult = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
+        merged.merge(serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap());
+        assert_eq!(canon(&merged), canon(&one));
+    }
+}

@@ -643,3 +643,72 @@ impl Drop for OwnerGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Nop;
+
+    #[async_trait]
+    impl Channel for Nop {
+        async fn join(&mut self, _topic: &str, _params: Payload, _ctx: &mut ChannelContext) -> Join {
+            Join::ok()
+        }
+        async fn handle_in(&mut self, _event: &str, _payload: Payload, _ctx: &mut ChannelContext) -> Reply {
+            Reply::NoReply
+        }
+    }
+
+    /// A joined channel's task is part of every subscriber's memory: keep its future and its
+    /// mailbox slots small.
+    #[test]
+    fn channel_task_and_mailbox_stay_small() {
+        let msg = std::mem::size_of::<ChannelMsg>();
+        println!("ChannelMsg: {msg} bytes");
+        assert!(msg <= 48, "ChannelMsg is {msg} bytes");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let pubsub = PubSub::start(1);
+            let endpoint = Arc::new(crate::socket::Endpoint {
+                router: crate::socket::Router::new(),
+                handler: Arc::new(crate::socket::AllowAll),
+                presence: Presence::start(pubsub.clone(), 1, 0),
+                pubsub,
+                limits: crate::socket::SocketLimits { max_channels: 100, duplicate_join_grace: Duration::from_secs(5) },
+            });
+            let outbox = Arc::new(crate::outbox::Outbox::new(crate::outbox::OutboxLimits { max_frames: 10, max_bytes: 1000 }));
+            let socket = crate::socket::Socket::start(
+                endpoint,
+                crate::socket::SocketParams {
+                    conn_id: 1,
+                    serializer: Serializer::V2,
+                    transport: crate::socket::Transport::WebSocket,
+                    assigns: Default::default(),
+                    params: Value::Null,
+                    outbox,
+                },
+            )
+            .await;
+            let (tx, rx) = mpsc::channel(MAILBOX);
+            let fut = run(
+                Spawn {
+                    channel: Box::new(Nop),
+                    topic: "t".into(),
+                    join_ref: None,
+                    ref_: None,
+                    params: Payload::empty_object(),
+                    socket: socket.info().clone(),
+                    sub_id: 1,
+                    after_reply: vec![],
+                    joined: None,
+                },
+                tx,
+                rx,
+            );
+            let size = std::mem::size_of_val(&fut);
+            println!("channel task future: {size} bytes");
+            assert!(size < 4096, "channel task future is {size} bytes");
+        });
+    }
+}

@@ -58,6 +58,8 @@ n() { awk -v n="$1" -v s="$SCALE" 'BEGIN { v = int(n * s); if (v < 1) v = 1; pri
 # label | loadgen arguments
 SUITE=(
   "fanout-19k-1topic|fanout -n $(n 19000) --topics 1 --publishers 1 --rate 10 --duration 10 --connect-rate 4000 --drain 15"
+  "fanout-19k-single-broadcasts|fanout -n $(n 19000) --topics 1 --publishers 1 --rate 1 --duration 10 --connect-rate 4000 --drain 10"
+  "fanout-19k-60-per-s|fanout -n $(n 19000) --topics 1 --publishers 1 --rate 60 --duration 10 --connect-rate 4000 --drain 20"
   "chat-1k-rooms-of-10|chat --rooms $(n 1000) -k 10 --post-interval-ms 2000 --duration 10 --connect-rate 4000"
   "presence-churn-$(n "$PRESENCE_ROOM")-room|presence --rooms 1 -k $(n "$PRESENCE_ROOM") --observers 10 --churn-rate 20 --rejoin-delay-ms 200 --duration 10 --connect-rate 2000 --ramp-timeout 240 --drain 10"
   "connect-storm-19k|connect -n $(n 19000) --joins-per-conn 1 --topics 100 --connect-rate 10000 --duration 2"
@@ -109,6 +111,8 @@ Scenarios:
 | label | what |
 |---|---|
 | fanout-19k-1topic | 19,000 subscribers on one topic, 1 publisher pushing 10 broadcasts/s for 10 s (190k deliveries/s) |
+| fanout-19k-single-broadcasts | the same room, 1 broadcast/s: the time for one broadcast to reach the last of 19,000 subscribers |
+| fanout-19k-60-per-s | the same room, 60 broadcasts/s (1.14M deliveries/s offered): throughput once writes batch |
 | chat-1k-rooms-of-10 | 1,000 rooms × 10 members, every member posts on average every 2 s (Poisson), 10 s |
 | presence-churn-N-room | one Presence room of N members (default 2,000; `PRESENCE_ROOM=10000` for the 10k room); 20 leave+rejoin per second for 10 s; 10 observers keep a phoenix.js model |
 | connect-storm-19k | 19,000 connections at 10,000/s, each joining one of 100 topics |
@@ -119,6 +123,10 @@ HDR
       echo "Machine: $(jq -r '.environment.cpu_model' "$OUT/summary.json" 2>/dev/null || grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(nproc) CPUs, kernel $(uname -r), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%d)."
       echo
       cat "$OUT/summary.md"
+      if [[ -f "$OUT/ANALYSIS.md" ]]; then
+        echo
+        echo "See [ANALYSIS.md](ANALYSIS.md) for these figures against the reference numbers."
+      fi
     } > "$OUT/README.md"
   fi
   cat "$OUT/summary.md"

@@ -219,6 +219,9 @@ pub struct CompareArgs {
     /// Ignore latency differences smaller than this, milliseconds (noise floor).
     #[arg(long, default_value_t = 0.0)]
     pub min_abs_ms: f64,
+    /// Report but never gate on metrics whose name contains this (repeatable), e.g. "_max_ms".
+    #[arg(long)]
+    pub ignore: Vec<String>,
 }
 
 /// Parse "127.0.0.2,127.0.0.3", "127.0.0.2-127.0.0.9" or "127.0.0.2+8".

@@ -45,7 +45,14 @@ fn metric(v: &Value, name: &str) -> Option<(f64, String, String)> {
 /// `max_pct` percent of the base ("lower" is better: new > base; "higher": new < base).
 /// A lower-is-better metric whose base is 0 (losses, failures) regresses on any increase.
 /// Millisecond metrics whose absolute change is below `min_abs_ms` never regress.
+/// Metrics whose name contains one of `ignore` are shown but never gate (e.g. `_max_ms`: the
+/// maximum of a single short run is noise).
 pub fn compare(base: &Value, new: &Value, max_pct: f64, min_abs_ms: f64) -> (Vec<Row>, bool) {
+    compare_ignoring(base, new, max_pct, min_abs_ms, &[])
+}
+
+/// [`compare`] with metrics to report but not gate on.
+pub fn compare_ignoring(base: &Value, new: &Value, max_pct: f64, min_abs_ms: f64, ignore: &[String]) -> (Vec<Row>, bool) {
     let mut names: Vec<String> = vec![];
     for v in [base, new] {
         if let Some(m) = v.get("metrics").and_then(Value::as_object) {
@@ -62,10 +69,13 @@ pub fn compare(base: &Value, new: &Value, max_pct: f64, min_abs_ms: f64) -> (Vec
     for name in names {
         let b = metric(base, &name);
         let n = metric(new, &name);
-        let (unit, better) = match (&b, &n) {
+        let (unit, mut better) = match (&b, &n) {
             (_, Some((_, u, bt))) | (Some((_, u, bt)), None) => (u.clone(), bt.clone()),
             _ => unreachable!(),
         };
+        if ignore.iter().any(|i| name.contains(i.as_str())) {
+            better = "info".into();
+        }
         let mut row = Row {
             name: name.clone(),
             unit: unit.clone(),
@@ -196,6 +206,16 @@ mod tests {
         assert!(!bad);
         let (_, bad) = compare(&base, &rep(0.3, 1000.0, 0.0), 10.0, 0.0);
         assert!(bad);
+    }
+
+    #[test]
+    fn ignored_metrics_do_not_gate() {
+        let base = rep(10.0, 100.0, 0.0);
+        let new = rep(100.0, 100.0, 0.0);
+        let (_, regressed) = compare(&base, &new, 10.0, 0.0);
+        assert!(regressed);
+        let (rows, regressed) = compare_ignoring(&base, &new, 10.0, 0.0, &["delivery_p99".to_string()]);
+        assert!(!regressed, "{rows:?}");
     }
 
     #[test]

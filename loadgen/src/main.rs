@@ -66,7 +66,7 @@ fn run_compare(a: &loadgen::cli::CompareArgs) -> i32 {
     if base["scenario"] != new["scenario"] {
         eprintln!("loadgen compare: warning: scenarios differ ({} vs {})", base["scenario"], new["scenario"]);
     }
-    let (rows, regressed) = compare::compare(&base, &new, pct, a.min_abs_ms);
+    let (rows, regressed) = compare::compare_ignoring(&base, &new, pct, a.min_abs_ms, &a.ignore);
     print!("{}", compare::render(&rows, "base", "new"));
     if regressed {
         println!("REGRESSION: at least one metric is worse by more than {pct}%");

@@ -27,3 +27,15 @@ test("a second client receives broadcasts from the first", async () => {
   assert.deepEqual(await got, { n: 1 });
   a.disconnect(); b.disconnect();
 });
+
+test("the demo page and the phoenix.js it loads are served", async () => {
+  const page = await fetch(`${server.http ?? server.url.replace("ws://", "http://").replace("/socket", "")}/`);
+  assert.equal(page.status, 200);
+  assert.match(page.headers.get("content-type"), /text\/html/);
+  const html = await page.text();
+  assert.match(html, /<script src="\/phoenix.min.js">/);
+  assert.match(html, /new Phoenix\.Socket\("\/socket"/);
+  const js = await fetch(`${server.http ?? server.url.replace("ws://", "http://").replace("/socket", "")}/phoenix.min.js`);
+  assert.equal(js.status, 200);
+  assert.match(await js.text(), /var Phoenix=/);
+});

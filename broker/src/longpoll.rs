@@ -177,6 +177,14 @@ async fn poll(state: &ServerState, session: Arc<Session>) -> Response<Body> {
 }
 
 async fn new_session(state: Arc<ServerState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    // Sessions count against the same capacity as WebSocket connections. phoenix.js treats a
+    // non-JSON answer like a 500: it reconnects with backoff.
+    if state.longpoll.len() + state.open_connections.load(std::sync::atomic::Ordering::Relaxed) >= state.max_connections {
+        METRICS.refused_at_capacity.inc();
+        let mut r = crate::http::text(StatusCode::SERVICE_UNAVAILABLE, "server at connection capacity; retry later");
+        cors(&mut r);
+        return r;
+    }
     let query = req.uri().query().unwrap_or("").to_owned();
     let Some(serializer) = Serializer::negotiate(query_param(&query, "vsn").as_deref()) else {
         return status(403);

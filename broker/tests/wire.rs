@@ -201,3 +201,24 @@ async fn one_broadcast_is_encoded_once_for_many_subscribers() {
     assert!(encodes < 5, "encodes: {encodes}");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn longpoll_sessions_count_against_capacity() {
+    let mut config = Config::default();
+    config.limits.max_connections = 2;
+    let server = TestServer::start(config).await;
+    let _ws = server.ws("vsn=2.0.0").await;
+    let get = |addr: std::net::SocketAddr| async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /socket/longpoll?vsn=2.0.0 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+        let mut out = String::new();
+        tcp.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let first = get(server.addr).await;
+    assert!(first.starts_with("HTTP/1.1 200") && first.contains("\"status\":410"), "{first}");
+    let second = get(server.addr).await;
+    assert!(second.starts_with("HTTP/1.1 503"), "{second}");
+    assert!(second.contains("capacity"), "{second}");
+    server.shutdown().await;
+}

@@ -173,7 +173,7 @@ async fn websocket(state: Arc<ServerState>, mut req: Request<Incoming>, peer: So
     let Some(key) = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec()) else {
         return text(StatusCode::BAD_REQUEST, "'sec-websocket-key' header is missing");
     };
-    if state.open_connections.load(Ordering::Relaxed) >= state.max_connections {
+    if state.open_connections.load(Ordering::Relaxed) + state.longpoll.len() >= state.max_connections {
         METRICS.refused_at_capacity.inc();
         return text(StatusCode::SERVICE_UNAVAILABLE, "server at connection capacity; retry later");
     }

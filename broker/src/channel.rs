@@ -203,6 +203,11 @@ pub struct ChannelContext {
     extra_subscriptions: Vec<Arc<str>>,
     /// Whether this channel ever tracked a presence (then its exit untracks them).
     tracked: bool,
+    /// The [`crate::pubsub::Ticket`] target of this channel's last broadcast on its own shard
+    /// (0: none in flight). While the shard has not processed it, this channel's own frames go
+    /// through the shard (behind the broadcast) instead of straight to the outbox, so the
+    /// broadcast reaches this socket first without the channel waiting for the fan-out.
+    pending_broadcast: std::sync::atomic::AtomicU64,
 }
 
 impl ChannelContext {
@@ -263,7 +268,28 @@ impl ChannelContext {
             &payload,
         )
         .map_err(PushFailed::Encode)?;
-        self.socket.push_frame(frame).map_err(PushFailed::Outbox)
+        self.deliver(frame).map_err(PushFailed::Outbox)
+    }
+
+    /// Queues one of this channel's own frames: straight to the outbox, or behind this
+    /// channel's last broadcast in its shard while that broadcast is still being fanned out.
+    fn deliver(&self, frame: Frame) -> Result<(), PushError> {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        let target = self.pending_broadcast.load(Acquire);
+        if target != 0 {
+            let ticket = crate::pubsub::Ticket::new(self.socket.shard, target);
+            let pubsub = self.pubsub();
+            if !pubsub.is_done(&ticket) {
+                return match pubsub.try_push_after(self.socket.shard, &self.socket.outbox, vec![frame]) {
+                    Ok(()) => Ok(()),
+                    // The shard is 65k commands behind: deliver directly rather than block
+                    // (ordering against the broadcast is then not guaranteed).
+                    Err(frames) => self.socket.outbox.push_all(frames),
+                };
+            }
+            let _ = self.pending_broadcast.compare_exchange(target, 0, AcqRel, Acquire);
+        }
+        self.socket.push_frame(frame)
     }
 
     /// A handle to reply to the message being handled, later and from any task (spec §5.4).
@@ -295,7 +321,8 @@ impl ChannelContext {
             return Err(PushFailed::PayloadNotObject);
         }
         let shard = self.socket.shard;
-        self.pubsub().broadcast(Broadcast::new(topic, event, payload), from, Some(shard)).await;
+        let ticket = self.pubsub().broadcast_queued(Broadcast::new(topic, event, payload), from, shard).await;
+        self.pending_broadcast.fetch_max(ticket.target(), std::sync::atomic::Ordering::AcqRel);
         Ok(())
     }
 
@@ -457,6 +484,7 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
         self_tx,
         extra_subscriptions: Vec::new(),
         tracked: false,
+        pending_broadcast: std::sync::atomic::AtomicU64::new(0),
     };
     let mut guard = OwnerGuard { socket: socket.clone(), topic: topic.clone(), sub_id, armed: true };
 
@@ -619,7 +647,7 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
 fn push_reply(ctx: &ChannelContext, ref_: &Option<Ref>, status: &str, response: &Payload) {
     match ctx.reply_frame(ref_, status, response) {
         Ok(frame) => {
-            let _ = ctx.socket.push_frame(frame);
+            let _ = ctx.deliver(frame);
         }
         Err(_) => METRICS.frames_dropped.inc(),
     }

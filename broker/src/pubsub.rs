@@ -85,30 +85,95 @@ enum Command {
     Subscribe { topic: Arc<str>, id: SubId, kind: SubKind, then_push: Vec<Frame>, done: oneshot::Sender<()> },
     Unsubscribe { topic: Arc<str>, id: SubId, then_push: Option<(Arc<Outbox>, Vec<Frame>)>, done: Option<oneshot::Sender<()>> },
     Publish { msg: Arc<Broadcast>, from: Option<SubId>, done: Option<oneshot::Sender<()>> },
+    /// Frames for one outbox, queued behind the shard's earlier work (a channel's reply after
+    /// its own broadcast).
+    Push { outbox: Arc<Outbox>, frames: Vec<Frame> },
 }
 
 /// Bound of each shard's command queue. Publishers wait (asynchronously) when a shard is this
 /// far behind: backpressure on producers instead of unbounded memory.
 const SHARD_QUEUE: usize = 65_536;
 
+/// One shard's command queue, with counters that let a sender learn, without waiting, whether
+/// the shard has processed a command it queued (see [`Ticket`]).
+struct ShardHandle {
+    tx: mpsc::Sender<Command>,
+    /// Commands handed to `tx` (incremented just before each send).
+    enqueued: AtomicU64,
+    /// Commands the shard has handled.
+    processed: Arc<AtomicU64>,
+}
+
+/// Proof of a queued broadcast on one shard: done once the shard has processed everything
+/// queued up to and including it. A channel that broadcast routes its own following frames
+/// through the shard while its ticket is not done, instead of waiting for the fan-out.
+#[derive(Clone, Copy, Debug)]
+pub struct Ticket {
+    shard: usize,
+    target: u64,
+}
+
+impl Ticket {
+    pub fn new(shard: usize, target: u64) -> Ticket {
+        Ticket { shard, target }
+    }
+    pub fn target(&self) -> u64 {
+        self.target
+    }
+}
+
 /// The sharded subscription registry. Cheap to clone.
 #[derive(Clone)]
 pub struct PubSub {
-    shards: Arc<[mpsc::Sender<Command>]>,
+    shards: Arc<[ShardHandle]>,
 }
 
 impl PubSub {
     /// Starts `shards` shard tasks on the current tokio runtime.
     pub fn start(shards: usize) -> PubSub {
         let shards = shards.max(1);
-        let senders: Vec<_> = (0..shards)
+        let handles: Vec<_> = (0..shards)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(SHARD_QUEUE);
-                tokio::spawn(Shard::default().run(rx));
-                tx
+                let processed = Arc::new(AtomicU64::new(0));
+                tokio::spawn(Shard::default().run(rx, processed.clone()));
+                ShardHandle { tx, enqueued: AtomicU64::new(0), processed }
             })
             .collect();
-        PubSub { shards: senders.into() }
+        PubSub { shards: handles.into() }
+    }
+
+    /// Queues a command on a shard (waiting only if its queue is full).
+    async fn send(&self, shard: usize, cmd: Command) -> bool {
+        let h = &self.shards[shard];
+        h.enqueued.fetch_add(1, Ordering::AcqRel);
+        h.tx.send(cmd).await.is_ok()
+    }
+
+    /// Has the shard processed everything up to the ticket's broadcast?
+    pub fn is_done(&self, t: &Ticket) -> bool {
+        self.shards[t.shard].processed.load(Ordering::Acquire) >= t.target
+    }
+
+    /// Queues frames for `outbox` behind everything already queued on `shard`.
+    pub async fn push_after(&self, shard: usize, outbox: Arc<Outbox>, frames: Vec<Frame>) {
+        self.send(shard, Command::Push { outbox, frames }).await;
+    }
+
+    /// Like [`PubSub::push_after`] without waiting; `Err` gives the frames back when the
+    /// shard's queue is full.
+    pub fn try_push_after(&self, shard: usize, outbox: &Arc<Outbox>, frames: Vec<Frame>) -> Result<(), Vec<Frame>> {
+        let h = &self.shards[shard];
+        h.enqueued.fetch_add(1, Ordering::AcqRel);
+        match h.tx.try_send(Command::Push { outbox: outbox.clone(), frames }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(Command::Push { frames, .. }) | mpsc::error::TrySendError::Closed(Command::Push { frames, .. })) => {
+                // Not queued: count it as processed so tickets stay exact.
+                h.processed.fetch_add(1, Ordering::AcqRel);
+                Err(frames)
+            }
+            Err(_) => unreachable!("a Push command comes back as a Push"),
+        }
     }
 
     pub fn shard_count(&self) -> usize {
@@ -125,7 +190,7 @@ impl PubSub {
     /// subscription is in place.
     pub async fn subscribe(&self, shard: usize, topic: Arc<str>, id: SubId, kind: SubKind, then_push: Vec<Frame>) {
         let (done, wait) = oneshot::channel();
-        if self.shards[shard].send(Command::Subscribe { topic, id, kind, then_push, done }).await.is_ok() {
+        if self.send(shard, Command::Subscribe { topic, id, kind, then_push, done }).await {
             let _ = wait.await;
         }
     }
@@ -135,7 +200,7 @@ impl PubSub {
     pub async fn unsubscribe(&self, shard: usize, topic: Arc<str>, id: SubId, then_push: Option<(Arc<Outbox>, Vec<Frame>)>) {
         let (done, wait) = oneshot::channel();
         let cmd = Command::Unsubscribe { topic, id, then_push, done: Some(done) };
-        if self.shards[shard].send(cmd).await.is_ok() {
+        if self.send(shard, cmd).await {
             let _ = wait.await;
         }
     }
@@ -143,11 +208,19 @@ impl PubSub {
     /// Best-effort removal without waiting (used from `Drop`).
     pub fn unsubscribe_nowait(&self, shard: usize, topic: Arc<str>, id: SubId) {
         let cmd = Command::Unsubscribe { topic, id, then_push: None, done: None };
-        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.shards[shard].try_send(cmd) {
-            let tx = self.shards[shard].clone();
-            tokio::spawn(async move {
-                let _ = tx.send(cmd).await;
-            });
+        let h = &self.shards[shard];
+        h.enqueued.fetch_add(1, Ordering::AcqRel);
+        match h.tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                let tx = h.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(cmd).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                h.processed.fetch_add(1, Ordering::AcqRel);
+            }
         }
     }
 
@@ -163,7 +236,7 @@ impl PubSub {
     pub async fn local_broadcast(&self, msg: Arc<Broadcast>, from: Option<SubId>, wait_for_shard: Option<usize>) {
         METRICS.broadcasts.inc();
         let mut wait = None;
-        for (i, shard) in self.shards.iter().enumerate() {
+        for i in 0..self.shards.len() {
             let done = if wait_for_shard == Some(i) {
                 let (tx, rx) = oneshot::channel();
                 wait = Some(rx);
@@ -171,11 +244,29 @@ impl PubSub {
             } else {
                 None
             };
-            let _ = shard.send(Command::Publish { msg: msg.clone(), from, done }).await;
+            self.send(i, Command::Publish { msg: msg.clone(), from, done }).await;
         }
         if let Some(rx) = wait {
             let _ = rx.await;
         }
+    }
+
+    /// Queues a broadcast on every shard without waiting for the fan-out, and returns a
+    /// [`Ticket`] for `own_shard`: frames the caller must deliver after its own copy go through
+    /// [`PubSub::push_after`] on that shard while the ticket is not done.
+    pub async fn broadcast_queued(&self, msg: Broadcast, from: Option<SubId>, own_shard: usize) -> Ticket {
+        METRICS.broadcasts.inc();
+        let msg = Arc::new(msg);
+        let mut ticket = Ticket { shard: own_shard, target: 0 };
+        for i in 0..self.shards.len() {
+            self.send(i, Command::Publish { msg: msg.clone(), from, done: None }).await;
+            if i == own_shard {
+                // Everything queued before this publish incremented `enqueued` before it was
+                // sent, so once `processed` reaches this value the publish has been handled.
+                ticket.target = self.shards[i].enqueued.load(Ordering::Acquire);
+            }
+        }
+        ticket
     }
 }
 
@@ -190,11 +281,12 @@ struct Shard {
 }
 
 impl Shard {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, processed: Arc<AtomicU64>) {
         let mut batch = Vec::with_capacity(64);
         while rx.recv_many(&mut batch, 64).await > 0 {
             for cmd in batch.drain(..) {
                 self.handle(cmd);
+                processed.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
@@ -238,6 +330,9 @@ impl Shard {
                 if let Some(done) = done {
                     let _ = done.send(());
                 }
+            }
+            Command::Push { outbox, frames } => {
+                let _ = outbox.push_all(frames);
             }
             Command::Publish { msg, from, done } => {
                 if let Some(entry) = self.topics.get(&msg.topic) {
@@ -326,6 +421,29 @@ mod tests {
         ps.unsubscribe(0, "t".into(), 1, Some((a.clone(), vec![close]))).await;
         ps.local_broadcast(Arc::new(Broadcast::new("t", "e2", Payload::empty_object())), None, Some(0)).await;
         assert_eq!(drain(&a), vec!["reply", r#"[null,null,"t","e",{}]"#, "close"]);
+    }
+
+    #[tokio::test]
+    async fn a_ticket_orders_frames_behind_the_broadcast_without_waiting() {
+        let ps = PubSub::start(2);
+        let a = outbox();
+        ps.subscribe(1, "t".into(), 1, fastlane(&a, Serializer::V2), vec![]).await;
+        let ticket = ps.broadcast_queued(Broadcast::new("t", "first", Payload::empty_object()), None, 1).await;
+        let reply = Frame::from_body(crate::serializer::Opcode::Text, b"reply");
+        if ps.is_done(&ticket) {
+            a.push(reply).unwrap();
+        } else {
+            ps.try_push_after(1, &a, vec![reply]).unwrap();
+        }
+        // Wait until the shard caught up, then check the order.
+        for _ in 0..100 {
+            if ps.is_done(&Ticket::new(1, ticket.target() + 1)) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(drain(&a), vec![r#"[null,null,"t","first",{}]"#, "reply"]);
+        assert!(ps.is_done(&ticket));
     }
 
     #[tokio::test]

@@ -39,8 +39,11 @@
 //! the frame for the subscriber's serializer ([`pubsub::Broadcast::frame`], encoded once, on
 //! first use) onto the subscriber's [`outbox::Outbox`] → the connection's writer
 //! ([`transport`]) takes everything queued and writes it with one `writev`. Events a channel
-//! intercepts go to its task (`handle_out`) instead. A multi-node bus plugs in at
-//! `PubSub::broadcast` (publish remotely, dispatch locally).
+//! intercepts go to its task (`handle_out`) instead. A channel does not wait for its broadcast's
+//! fan-out: until its shard has processed it ([`pubsub::Ticket`]), the channel's own replies
+//! and pushes are queued behind it in that shard, so its socket still sees the broadcast first
+//! (spec §5.5). A multi-node bus plugs in at `PubSub::broadcast` (publish remotely, dispatch
+//! locally).
 //!
 //! **Presence path.** [`presence::Presence`] shards topics over tasks that own a
 //! [`tracker`] CRDT state each; a track/update/untrack yields a diff that is broadcast as

@@ -237,7 +237,7 @@ impl Channel for PresenceChannel {
     }
 
     async fn after_join(&mut self, ctx: &mut ChannelContext) -> Continue {
-        self.tracked = Some(ctx.track(&self.key, self.meta.clone()).await.map_err(|e| format!("{e:?}")));
+        self.tracked = Some(ctx.track(&self.key, self.meta.clone()).await.map_err(|e| e.reason().to_string()));
         let _ = ctx.push_presence_state().await;
         Continue::Continue
     }
@@ -249,12 +249,12 @@ impl Channel for PresenceChannel {
                 let meta = p.as_object().cloned().unwrap_or_default();
                 match ctx.update_presence(&self.key, meta).await {
                     Ok(r) => Reply::ok_with(json!({"phx_ref": r})),
-                    Err(e) => Reply::error(json!({"reason": format!("{e:?}")})),
+                    Err(e) => Reply::error(json!({"reason": e.reason()})),
                 }
             }
             "track_again" => match ctx.track(&self.key, self.meta.clone()).await {
                 Ok(r) => Reply::ok_with(json!({"phx_ref": r})),
-                Err(e) => Reply::error(json!({"reason": format!("{e:?}")})),
+                Err(e) => Reply::error(json!({"reason": e.reason()})),
             },
             "untrack" => {
                 ctx.untrack(&self.key).await;
@@ -262,7 +262,7 @@ impl Channel for PresenceChannel {
             }
             "update_missing" => match ctx.update_presence("nobody", Map::new()).await {
                 Ok(_) => Reply::ok(),
-                Err(e) => Reply::error(json!({"reason": format!("{e:?}")})),
+                Err(e) => Reply::error(json!({"reason": e.reason()})),
             },
             // The result of the `track` made after the join.
             "tracked" => match &self.tracked {

@@ -330,8 +330,12 @@ impl ChannelContext {
     /// [`Info::Broadcast`]. Dropped when the channel stops.
     pub async fn subscribe(&mut self, topic: &str) {
         let tx = self.self_tx.clone();
+        let outbox = self.socket.outbox.clone();
         let deliver = Arc::new(move |b: &Arc<Broadcast>| {
-            let _ = tx.try_send(ChannelMsg::Info(Info::Broadcast(b.clone())));
+            if tx.try_send(ChannelMsg::Info(Info::Broadcast(b.clone()))).is_err() {
+                // Same named outcome as an intercepted event the channel can't keep up with.
+                outbox.overflow();
+            }
         });
         let topic: Arc<str> = topic.into();
         self.pubsub().subscribe(self.socket.shard, topic.clone(), self.sub_id, SubKind::Plain(deliver), vec![]).await;
@@ -343,9 +347,9 @@ impl ChannelContext {
         InfoSender(self.self_tx.clone())
     }
 
-    /// Sends a message to this channel's own `handle_info`.
-    pub fn send_info<T: Any + Send>(&self, msg: T) {
-        let _ = self.self_tx.try_send(ChannelMsg::Info(Info::Message(Box::new(msg))));
+    /// Sends a message to this channel's own `handle_info`; false if its mailbox is full.
+    pub fn send_info<T: Any + Send>(&self, msg: T) -> bool {
+        self.self_tx.try_send(ChannelMsg::Info(Info::Message(Box::new(msg)))).is_ok()
     }
 
     /// Sends a message to this channel's `handle_info` after a delay.

@@ -56,6 +56,17 @@ pub enum PresenceError {
     Unavailable,
 }
 
+impl PresenceError {
+    /// The reason string a channel replies with (Phoenix's atoms).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PresenceError::AlreadyTracked => "already_tracked",
+            PresenceError::NoPresence => "nopresence",
+            PresenceError::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// Phoenix's `fetch/2`: decorates a presence entry (`{"metas": […]}`) of `key` on `topic`,
 /// e.g. adding `"user"`. Applied to `list`, `presence_state` and each side of every diff.
 pub type Fetch = Arc<dyn Fn(&str, &str, &mut Map<String, Value>) + Send + Sync>;

@@ -115,7 +115,7 @@ impl Channel for RelayChannel {
                 meta.extend(fields);
                 return match ctx.update_presence(key, meta).await {
                     Ok(_) => Reply::ok(),
-                    Err(e) => Reply::error(serde_json::json!({ "reason": format!("{e:?}") })),
+                    Err(e) => Reply::error(serde_json::json!({ "reason": e.reason() })),
                 };
             }
         }
@@ -125,7 +125,8 @@ impl Channel for RelayChannel {
         match ctx.broadcast(event, payload).await {
             Ok(()) => Reply::ok(),
             Err(PushFailed::PayloadNotObject) => Reply::error(serde_json::json!({ "reason": "payload must be an object" })),
-            Err(e) => Reply::error(serde_json::json!({ "reason": format!("{e:?}") })),
+            Err(PushFailed::Encode(_)) => Reply::error(serde_json::json!({ "reason": "payload cannot be encoded" })),
+            Err(PushFailed::Outbox(_) | PushFailed::NotJoined) => Reply::error(serde_json::json!({ "reason": "not joined" })),
         }
     }
 }

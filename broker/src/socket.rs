@@ -317,7 +317,7 @@ impl Socket {
         }
         match msg.event.as_str() {
             "phx_join" => self.join(topic, msg, handled).await,
-            "phx_leave" => self.leave(topic, msg),
+            "phx_leave" => self.leave(topic, msg).await,
             _ => self.to_channel(topic, msg, handled).await,
         }
     }
@@ -373,14 +373,15 @@ impl Socket {
         self.channels.insert(topic, Slot { join_ref: msg.join_ref, sub_id, mailbox, task, state: SlotState::Active });
     }
 
-    fn leave(&mut self, topic: String, msg: Message) {
+    async fn leave(&mut self, topic: String, msg: Message) {
         match self.channels.get_mut(&topic) {
             None => self.info.reply(&msg.join_ref, &msg.ref_, &msg.topic, "ok", Payload::empty_object()),
             Some(slot) if msg.join_ref.is_some() && msg.join_ref != slot.join_ref => {} // stale: dropped
             Some(slot) => {
                 slot.state = SlotState::Leaving;
-                if slot.mailbox.try_send(ChannelMsg::Leave { ref_: msg.ref_.clone() }).is_err() {
-                    // The channel is gone or hopelessly behind: answer for it.
+                // Queued behind the channel's earlier messages (backpressure like any message).
+                if slot.mailbox.send(ChannelMsg::Leave { ref_: msg.ref_.clone() }).await.is_err() {
+                    // The channel is already gone: answer for it.
                     self.info.reply(&msg.join_ref, &msg.ref_, &msg.topic, "ok", Payload::empty_object());
                 }
             }

@@ -438,6 +438,17 @@ impl State {
         Dot::new(self.replica.clone(), n)
     }
 
+    /// Adds an own element under a fresh dot: stored, and recorded in the delta for gossip
+    /// (shared by track and update).
+    fn add_own(&mut self, topic: &str, owner: &OwnerId, key: &str, meta: &Meta) {
+        let dot = self.bump();
+        self.delta.values.insert(
+            dot.clone(),
+            Element { owner: owner.clone(), topic: topic.to_owned(), key: key.to_owned(), meta: meta.clone() },
+        );
+        self.insert_entry(topic, owner, key, meta.clone(), dot);
+    }
+
     /// Tracks `(topic, owner, key)` with `meta` (spec §8.4 **track**). The stored and reported
     /// meta is `meta` plus a fresh `"phx_ref"`. Returns the `phx_ref` and the join diff of the
     /// topic; `Err(AlreadyTracked)` (and no change) if the element exists.
@@ -457,17 +468,7 @@ impl State {
         }
         let phx_ref = self.refs.next_ref();
         meta.insert("phx_ref".into(), Value::String(phx_ref.clone()));
-        let dot = self.bump();
-        self.delta.values.insert(
-            dot.clone(),
-            Element {
-                owner: owner.clone(),
-                topic: topic.to_owned(),
-                key: key.to_owned(),
-                meta: meta.clone(),
-            },
-        );
-        self.insert_entry(topic, owner, key, meta.clone(), dot);
+        self.add_own(topic, owner, key, &meta);
         let mut diff = Diff::new();
         diff.add_join(key, meta);
         Ok((phx_ref, diff))
@@ -534,23 +535,13 @@ impl State {
         let current = self.own_entry(topic, owner, key).ok_or(NoPresence)?;
         let mut meta = f(&current.meta);
         let old = self.local_remove(topic, owner, key).ok_or(NoPresence)?;
-        let dot = self.bump();
         let new_ref = self.refs.next_ref();
         meta.insert("phx_ref".into(), Value::String(new_ref.clone()));
         match old.meta.get("phx_ref") {
             Some(prev) => meta.insert("phx_ref_prev".into(), prev.clone()),
             None => meta.remove("phx_ref_prev"),
         };
-        self.delta.values.insert(
-            dot.clone(),
-            Element {
-                owner: owner.clone(),
-                topic: topic.to_owned(),
-                key: key.to_owned(),
-                meta: meta.clone(),
-            },
-        );
-        self.insert_entry(topic, owner, key, meta.clone(), dot);
+        self.add_own(topic, owner, key, &meta);
         let mut diff = Diff::new();
         diff.add_join(key, meta);
         diff.add_leave(key, old.meta);

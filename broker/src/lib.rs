@@ -1,7 +1,7 @@
 //! # broker: a Phoenix Channels + Presence server in Rust
 //!
 //! The unmodified `phoenix` npm client connects, joins, pushes and receives exactly as with a
-//! Phoenix server (spec: `shared/spec/phoenix-protocol.md`). Fan-out is the product: a
+//! Phoenix server (spec: `docs/PROTOCOL.md`). Fan-out is the product: a
 //! broadcast is encoded once per serializer into one shared frame, and each subscriber costs a
 //! refcount and a queue push.
 //!

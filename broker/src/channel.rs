@@ -182,6 +182,29 @@ pub enum PushFailed {
     Outbox(PushError),
     /// `push` inside `join`.
     NotJoined,
+    /// The frame would be larger than any outbox accepts (`limits.outbox_max_bytes`): no
+    /// subscriber could ever receive it, so it is refused here instead of fanned out.
+    TooLarge,
+}
+
+impl std::fmt::Display for PushFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushFailed::PayloadNotObject => f.write_str("payload must be a JSON object or binary"),
+            PushFailed::Encode(e) => write!(f, "cannot encode: {e:?}"),
+            PushFailed::Outbox(e) => write!(f, "not queued: {e}"),
+            PushFailed::NotJoined => f.write_str("not joined yet"),
+            PushFailed::TooLarge => f.write_str("message too large"),
+        }
+    }
+}
+
+impl std::error::Error for PushFailed {}
+
+/// An upper bound of a broadcast's frame size under any serializer: the payload as it is,
+/// topic and event possibly escaped (doubled), the envelope and WebSocket header.
+pub fn broadcast_frame_bound(topic: &str, event: &str, payload: &Payload) -> usize {
+    payload.len() + 2 * (topic.len() + event.len()) + 96
 }
 
 /// Phoenix's `socket` as seen from inside a channel.
@@ -268,7 +291,7 @@ impl ChannelContext {
             &payload,
         )
         .map_err(PushFailed::Encode)?;
-        self.deliver(frame).map_err(PushFailed::Outbox)
+        self.deliver(frame).map_err(push_failed)
     }
 
     /// Queues one of this channel's own frames: straight to the outbox, or behind this
@@ -319,6 +342,10 @@ impl ChannelContext {
     pub async fn broadcast_to(&self, topic: &str, event: &str, payload: Payload, from: Option<SubId>) -> Result<(), PushFailed> {
         if !payload.is_object_or_binary() {
             return Err(PushFailed::PayloadNotObject);
+        }
+        if broadcast_frame_bound(topic, event, &payload) > self.socket.endpoint.limits.max_outbound_frame {
+            METRICS.refused_messages.inc();
+            return Err(PushFailed::TooLarge);
         }
         let shard = self.socket.shard;
         let ticket = self.pubsub().broadcast_queued(Broadcast::new(topic, event, payload), from, shard).await;
@@ -438,7 +465,7 @@ impl SocketRef {
             &response,
         )
         .map_err(PushFailed::Encode)?;
-        self.socket.push_frame(frame).map_err(PushFailed::Outbox)
+        self.socket.push_frame(frame).map_err(push_failed)
     }
 }
 
@@ -648,6 +675,13 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
     // mailbox is dropped with the task.
 }
 
+fn push_failed(e: PushError) -> PushFailed {
+    match e {
+        PushError::TooLarge => PushFailed::TooLarge,
+        e => PushFailed::Outbox(e),
+    }
+}
+
 fn push_reply(ctx: &ChannelContext, ref_: &Option<Ref>, status: &str, response: &Payload) {
     match ctx.reply_frame(ref_, status, response) {
         Ok(frame) => {
@@ -707,7 +741,7 @@ mod tests {
                 handler: Arc::new(crate::socket::AllowAll),
                 presence: Presence::start(pubsub.clone(), 1, 0),
                 pubsub,
-                limits: crate::socket::SocketLimits { max_channels: 100, duplicate_join_grace: Duration::from_secs(5) },
+                limits: crate::socket::SocketLimits::default(),
             });
             let outbox = Arc::new(crate::outbox::Outbox::new(crate::outbox::OutboxLimits { max_frames: 10, max_bytes: 1000 }));
             let socket = crate::socket::Socket::start(

@@ -31,6 +31,9 @@ pub struct Config {
     pub demo_page: bool,
     /// This node's name: the presence replica name (unique per node in a cluster).
     pub node_name: String,
+    /// Serve `/metrics` and `/health` on this separate address (e.g. `127.0.0.1:9100`) instead
+    /// of the public one, so they need not face the internet. Unset: served on `listen`.
+    pub admin_listen: Option<String>,
     pub limits: Limits,
     pub presence: PresenceConfig,
     pub channels: ChannelsConfig,
@@ -48,6 +51,7 @@ impl Default for Config {
             subprotocols: Vec::new(),
             demo_page: true,
             node_name: "broker".into(),
+            admin_listen: None,
             limits: Limits::default(),
             presence: PresenceConfig::default(),
             channels: ChannelsConfig::default(),
@@ -88,10 +92,10 @@ impl Config {
         for p in self.presence.topics.iter().chain(self.channels.topics.iter()) {
             crate::socket::TopicPattern::parse(p)?;
         }
-        if self.limits.max_frame_size == 0 || self.limits.outbox_max_frames == 0 || self.limits.outbox_max_bytes == 0 {
-            return Err("limits must be positive".into());
+        if let Some(a) = &self.admin_listen {
+            a.parse::<std::net::SocketAddr>().map_err(|e| format!("admin_listen {a:?}: {e}"))?;
         }
-        Ok(())
+        self.limits.validate()
     }
 }
 
@@ -112,9 +116,40 @@ pub struct Limits {
     /// 4 s stall of a topic at 1k msg/s; each queued frame costs 32 bytes of queue plus a
     /// shared (not copied) frame.
     pub outbox_max_frames: usize,
-    /// Outbox bound in bytes (frames are shared, so this bounds what one slow client pins):
-    /// 8 MiB.
+    /// Outbox bound in bytes, counting frames until they are written (frames are shared, so
+    /// this bounds what one slow client pins): 16 MiB. It must hold the largest frame the
+    /// server can be asked to send, or that frame could never be delivered: at least
+    /// `max_frame_size` (a relayed client message) and `presence_max_state_bytes` (a
+    /// `presence_state`), plus [`Limits::envelope_bytes`]. A message larger than this is
+    /// refused at its sender with an error reply, never fanned out into disconnects.
     pub outbox_max_bytes: usize,
+    /// Process-wide budget of queued outbound bytes (all outboxes together; a frame shared by
+    /// many queues counts in each): 1 GiB. Per-connection bounds times many connections could
+    /// otherwise add up past memory. Past the budget the slowest consumers (those whose
+    /// writer has made no progress for longest, at least `outbound_stall_ms`) are closed
+    /// first, with 1008, until the total is back under 90 % of it.
+    pub outbound_budget_bytes: usize,
+    /// A consumer counts as stalled (a candidate for the budget) once its writer has made no
+    /// progress for this long while bytes were queued: fast readers of a large legitimate
+    /// broadcast are never closed.
+    pub outbound_stall_ms: u64,
+    /// Connect params (query string) nest at most this deep (`a[b][c]=1` is 3); deeper → 400.
+    /// Plug-style nesting in real apps is 2-3 levels.
+    pub max_param_depth: usize,
+    /// Longest topic a client may join, in bytes (the topic is kept per channel, per
+    /// subscription and per presence). Real topics are tens of bytes.
+    pub max_topic_bytes: usize,
+    /// Longest event name in a client message, in bytes.
+    pub max_event_bytes: usize,
+    /// Longest `ref` / `join_ref` in a client message, in bytes (phoenix.js sends counters).
+    pub max_ref_bytes: usize,
+    /// Longest presence key (e.g. a user id) in bytes.
+    pub presence_max_key_bytes: usize,
+    /// Largest presence meta (as JSON) in bytes.
+    pub presence_max_meta_bytes: usize,
+    /// Largest presence state of one topic (the `presence_state` JSON) in bytes: 8 MiB holds
+    /// ~40,000 members with 200-byte metas. A track that would pass it gets an error.
+    pub presence_max_state_bytes: usize,
     /// Bytes read from a socket at a time. The read buffer exists only while bytes are being
     /// decoded; an idle connection holds none (tungstenite's default 128 KiB per connection
     /// costs ~138 KB per idle socket).
@@ -136,6 +171,15 @@ pub struct Limits {
     pub longpoll_max_body: usize,
     /// LongPoll outbox bound in frames (frames wait here between polls).
     pub longpoll_max_frames: usize,
+    /// Live LongPoll sessions at most; 0 = the same number as `max_connections`. Sessions hold
+    /// no file descriptor, so they have their own pool: a flood of sessions never takes
+    /// capacity from WebSocket connections (and vice versa). Beyond it: 503.
+    pub longpoll_max_sessions: usize,
+    /// New LongPoll sessions per second per client address (a token bucket of
+    /// `longpoll_session_burst`): one keep-alive connection cannot mint thousands of sessions.
+    /// phoenix.js creates one per page load and per reconnect. 0 = unlimited. Beyond: 429.
+    pub longpoll_sessions_per_ip_per_s: u32,
+    pub longpoll_session_burst: u32,
     /// A replaced channel gets this long to stop on a duplicate join, then it is aborted.
     pub duplicate_join_grace_ms: u64,
     /// On SIGINT/SIGTERM: how long connections get to close (1012) before exit.
@@ -151,7 +195,16 @@ impl Default for Limits {
             idle_timeout_ms: 60_000,
             max_channels: 100,
             outbox_max_frames: 4096,
-            outbox_max_bytes: 8 << 20,
+            outbox_max_bytes: 16 << 20,
+            outbound_budget_bytes: 1 << 30,
+            outbound_stall_ms: 1_000,
+            max_param_depth: 32,
+            max_topic_bytes: 1024,
+            max_event_bytes: 1024,
+            max_ref_bytes: 256,
+            presence_max_key_bytes: 1024,
+            presence_max_meta_bytes: 16 * 1024,
+            presence_max_state_bytes: 8 << 20,
             read_chunk: 4096,
             max_connections: 0,
             fd_reserve: 100,
@@ -160,6 +213,9 @@ impl Default for Limits {
             longpoll_window_ms: 10_000,
             longpoll_max_body: 8_000_000,
             longpoll_max_frames: 4096,
+            longpoll_max_sessions: 0,
+            longpoll_sessions_per_ip_per_s: 10,
+            longpoll_session_burst: 100,
             duplicate_join_grace_ms: 5_000,
             shutdown_grace_ms: 10_000,
             http_header_timeout_ms: 10_000,
@@ -168,6 +224,46 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Bytes a frame adds around a payload: the WebSocket header, the topic, the event, two
+    /// refs and the JSON punctuation.
+    pub fn envelope_bytes(&self) -> usize {
+        self.max_topic_bytes + self.max_event_bytes + 2 * self.max_ref_bytes + 256
+    }
+
+    /// The limits must be positive and consistent: an outbox must be able to hold any frame
+    /// the server may have to send (see `outbox_max_bytes`).
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("max_frame_size", self.max_frame_size),
+            ("outbox_max_frames", self.outbox_max_frames),
+            ("outbox_max_bytes", self.outbox_max_bytes),
+            ("outbound_budget_bytes", self.outbound_budget_bytes),
+            ("max_param_depth", self.max_param_depth),
+            ("max_topic_bytes", self.max_topic_bytes),
+            ("max_event_bytes", self.max_event_bytes),
+            ("max_ref_bytes", self.max_ref_bytes),
+            ("presence_max_key_bytes", self.presence_max_key_bytes),
+            ("presence_max_meta_bytes", self.presence_max_meta_bytes),
+            ("presence_max_state_bytes", self.presence_max_state_bytes),
+            ("longpoll_max_frames", self.longpoll_max_frames),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("limits.{name} must be positive"));
+        }
+        let need = self.max_frame_size.max(self.presence_max_state_bytes) + self.envelope_bytes();
+        if self.outbox_max_bytes < need {
+            return Err(format!(
+                "limits.outbox_max_bytes ({}) must be at least max(max_frame_size, presence_max_state_bytes) + {} bytes of envelope = {need}: a frame larger than an outbox could never be delivered",
+                self.outbox_max_bytes,
+                self.envelope_bytes()
+            ));
+        }
+        if self.outbound_budget_bytes < self.outbox_max_bytes {
+            return Err("limits.outbound_budget_bytes must be at least limits.outbox_max_bytes".into());
+        }
+        Ok(())
+    }
+
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_millis(self.idle_timeout_ms)
     }
@@ -262,6 +358,13 @@ mod tests {
         assert!(Config::from_toml("nonsense = 1").is_err());
         let bad = Config { check_origin: CheckOriginSetting::Mode("x".into()), ..Config::default() };
         assert!(bad.validate().is_err());
+        // An outbox smaller than the largest client message could never deliver it.
+        let mut bad = Config::default();
+        bad.limits.outbox_max_bytes = bad.limits.max_frame_size;
+        assert!(bad.validate().unwrap_err().contains("outbox_max_bytes"));
+        let mut bad = Config::default();
+        bad.limits.max_topic_bytes = 0;
+        assert!(bad.validate().unwrap_err().contains("max_topic_bytes"));
     }
 }
 

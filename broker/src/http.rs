@@ -47,6 +47,10 @@ fn empty(status: StatusCode) -> Response<Body> {
 
 /// Routes one HTTP request.
 pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+    // RFC 9112 §3.2: an HTTP/1.1 request without a Host header is a 400.
+    if req.version() == hyper::Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+        return Ok(text(StatusCode::BAD_REQUEST, "missing host header"));
+    }
     let path = req.uri().path();
     let base = state.config.socket_path.as_str();
     let rest = path.strip_prefix(base).unwrap_or("");
@@ -66,12 +70,25 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, peer: Socke
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
                 r
             }
-            (&Method::GET, "/metrics") => text(StatusCode::OK, &METRICS.render()),
-            (&Method::GET, "/health") => text(StatusCode::OK, "ok"),
+            (&Method::GET, "/metrics" | "/health") if state.config.admin_listen.is_none() => admin_route(&req),
             _ => text(StatusCode::NOT_FOUND, "not found"),
         }
     };
     Ok(resp)
+}
+
+/// `/metrics` and `/health`: on the public address, or only on `admin_listen` when it is set.
+fn admin_route(req: &Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => text(StatusCode::OK, &METRICS.render()),
+        (&Method::GET, "/health") => text(StatusCode::OK, "ok"),
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// Routes one request on the admin address.
+pub async fn handle_admin(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    Ok(admin_route(&req))
 }
 
 fn header_str<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
@@ -147,7 +164,10 @@ async fn websocket(state: Arc<ServerState>, mut req: Request<Incoming>, peer: So
     let Some(serializer) = Serializer::negotiate(query_param(&query, "vsn").as_deref()) else {
         return empty(StatusCode::FORBIDDEN);
     };
-    let params = parse_query(&query);
+    let params = match parse_query(&query, state.config.limits.max_param_depth) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
     let info = connect_info(&req, peer, Transport::WebSocket, auth_token);
     let assigns = match state.endpoint.handler.connect(&params, &info).await {
         Ok(a) => a,
@@ -158,6 +178,9 @@ async fn websocket(state: Arc<ServerState>, mut req: Request<Incoming>, peer: So
     };
 
     // Upgrade validation (after connect, as in Phoenix: gotcha 3).
+    if req.version() != hyper::Version::HTTP_11 {
+        return text(StatusCode::BAD_REQUEST, "websocket upgrade requires HTTP/1.1");
+    }
     let has_token = |name: &str, token: &str| {
         header_str(&req, name).is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
     };
@@ -173,21 +196,21 @@ async fn websocket(state: Arc<ServerState>, mut req: Request<Incoming>, peer: So
     let Some(key) = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec()) else {
         return text(StatusCode::BAD_REQUEST, "'sec-websocket-key' header is missing");
     };
-    if state.open_connections.load(Ordering::Relaxed) + state.longpoll.len() >= state.max_connections {
+    if !crate::ws::valid_key(&key) {
+        return text(StatusCode::BAD_REQUEST, "'sec-websocket-key' header must be base64 of 16 bytes");
+    }
+    // Reserve a place first, then check: two upgrades at the edge cannot both pass.
+    let Some(guard) = ConnGuard::reserve(&state) else {
         METRICS.refused_at_capacity.inc();
         return text(StatusCode::SERVICE_UNAVAILABLE, "server at connection capacity; retry later");
-    }
+    };
 
     let on_upgrade = hyper::upgrade::on(&mut req);
     let conn_id = state.next_conn_id();
     let limits = state.config.limits.clone();
-    let outbox = Arc::new(Outbox::new(OutboxLimits { max_frames: limits.outbox_max_frames, max_bytes: limits.outbox_max_bytes }));
+    let outbox = Outbox::registered(OutboxLimits { max_frames: limits.outbox_max_frames, max_bytes: limits.outbox_max_bytes });
     let endpoint = state.endpoint.clone();
     let shutdown = state.shutdown_rx();
-    METRICS.connections.inc();
-    METRICS.connections_total.inc();
-    state.open_connections.fetch_add(1, Ordering::Relaxed);
-    let guard = ConnGuard(state.clone());
     tokio::spawn(async move {
         let _count = guard;
         let Ok(upgraded) = on_upgrade.await else { return };
@@ -217,12 +240,26 @@ async fn websocket(state: Arc<ServerState>, mut req: Request<Incoming>, peer: So
     resp
 }
 
-/// Decrements the connection gauge when a WebSocket connection ends, however it ends.
+/// A WebSocket connection's place in the capacity: taken before the 101, given back (and the
+/// gauge decremented) when the connection ends, however it ends.
 struct ConnGuard(Arc<ServerState>);
+
+impl ConnGuard {
+    fn reserve(state: &Arc<ServerState>) -> Option<ConnGuard> {
+        let before = state.open_connections.fetch_add(1, Ordering::AcqRel);
+        if before >= state.max_connections {
+            state.open_connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        METRICS.connections.inc();
+        METRICS.connections_total.inc();
+        Some(ConnGuard(state.clone()))
+    }
+}
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         METRICS.connections.dec();
-        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -10,7 +10,7 @@
 //! (Phoenix would fail the whole GET with 500, spec §12.6).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -37,13 +37,46 @@ use crate::socket::{ConnectError, Socket, SocketParams, Transport};
 /// Lines of one POST that are processed (spec §6.4).
 const MAX_POST_LINES: usize = 100;
 
-/// Live sessions by token.
+/// Live sessions by token, and the per-address creation rate.
 #[derive(Default)]
 pub struct LongPoll {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
+    rate: Mutex<HashMap<IpAddr, Bucket>>,
 }
 
+/// A token bucket of session creations for one client address.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Addresses remembered by the rate limiter before idle (full) buckets are forgotten.
+const RATE_TABLE_PRUNE: usize = 4096;
+
 impl LongPoll {
+    /// Takes one session creation from `ip`'s bucket (`per_s` refill, `burst` capacity);
+    /// false when it is empty.
+    fn allow_new_session(&self, ip: IpAddr, per_s: u32, burst: u32) -> bool {
+        if per_s == 0 {
+            return true;
+        }
+        let now = Instant::now();
+        let (per_s, burst) = (per_s as f64, burst.max(1) as f64);
+        let mut rate = self.rate.lock();
+        if rate.len() >= RATE_TABLE_PRUNE {
+            rate.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_s < burst);
+        }
+        let b = rate.entry(ip).or_insert(Bucket { tokens: burst, at: now });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * per_s).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Live sessions.
     pub fn len(&self) -> usize {
         self.sessions.lock().len()
@@ -152,6 +185,7 @@ async fn poll(state: &ServerState, session: Arc<Session>) -> Response<Body> {
         tokio::pin!(ready);
         ready.as_mut().enable();
         let st = session.outbox.drain_into(&mut frames);
+        let drained: usize = frames.iter().map(Frame::len).sum();
         let messages: Vec<Value> = frames
             .drain(..)
             .filter_map(|f: Frame| {
@@ -163,11 +197,13 @@ async fn poll(state: &ServerState, session: Arc<Session>) -> Response<Body> {
                 }
             })
             .collect();
+        session.outbox.release(drained);
         if !messages.is_empty() {
             return json_response(json!({"status": 200, "token": session.token, "messages": messages}));
         }
         if !matches!(st, Status::Open) {
-            // The session ended while we waited: the client must start over.
+            // The session ended (or its buffer overflowed, which ends it): the client must
+            // start over.
             return json_response(json!({"status": 410}));
         }
         if tokio::time::timeout_at(deadline, ready).await.is_err() {
@@ -177,11 +213,20 @@ async fn poll(state: &ServerState, session: Arc<Session>) -> Response<Body> {
 }
 
 async fn new_session(state: Arc<ServerState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    // Sessions count against the same capacity as WebSocket connections. phoenix.js treats a
-    // non-JSON answer like a 500: it reconnects with backoff.
-    if state.longpoll.len() + state.open_connections.load(std::sync::atomic::Ordering::Relaxed) >= state.max_connections {
-        METRICS.refused_at_capacity.inc();
-        let mut r = crate::http::text(StatusCode::SERVICE_UNAVAILABLE, "server at connection capacity; retry later");
+    // Sessions hold no file descriptor: they have their own pool, so that a flood of them
+    // never takes capacity from WebSocket connections, and each address may create only so
+    // many per second. phoenix.js treats a non-JSON answer like a 500: it reconnects with
+    // backoff.
+    let limits = &state.config.limits;
+    if !state.longpoll.allow_new_session(peer.ip(), limits.longpoll_sessions_per_ip_per_s, limits.longpoll_session_burst) {
+        METRICS.longpoll_refused.inc();
+        let mut r = crate::http::text(StatusCode::TOO_MANY_REQUESTS, "too many new longpoll sessions from this address; retry later");
+        cors(&mut r);
+        return r;
+    }
+    if state.longpoll.len() >= state.max_longpoll_sessions {
+        METRICS.longpoll_refused.inc();
+        let mut r = crate::http::text(StatusCode::SERVICE_UNAVAILABLE, "longpoll session capacity reached; retry later");
         cors(&mut r);
         return r;
     }
@@ -194,14 +239,16 @@ async fn new_session(state: Arc<ServerState>, req: Request<Incoming>, peer: Sock
     } else {
         None
     };
-    let params = parse_query(&query);
+    let params = match parse_query(&query, state.config.limits.max_param_depth) {
+        Ok(p) => p,
+        Err(e) => return bad_request(&e.to_string()),
+    };
     let info = connect_info(&req, peer, Transport::LongPoll, auth_token);
     let assigns = match state.endpoint.handler.connect(&params, &info).await {
         Ok(a) => a,
         Err(ConnectError::Forbidden | ConnectError::Status(..)) => return status(403),
     };
-    let limits = &state.config.limits;
-    let outbox = Arc::new(Outbox::new(OutboxLimits { max_frames: limits.longpoll_max_frames, max_bytes: limits.outbox_max_bytes }));
+    let outbox = Outbox::registered(OutboxLimits { max_frames: limits.longpoll_max_frames, max_bytes: limits.outbox_max_bytes });
     let conn_id = state.next_conn_id();
     let socket = Socket::start(
         state.endpoint.clone(),
@@ -323,6 +370,9 @@ async fn run_session(state: Arc<ServerState>, session: Arc<Session>, mut socket:
                 }
             }
             _ = shutdown.changed() => break StopReason::Shutdown("draining".into()),
+            // Frames piled up between polls past the bound: the session ends and frees its
+            // place (its next poll gets 410 and phoenix.js starts a new one).
+            _ = session.outbox.overflowed() => break StopReason::Shutdown("closed".into()),
         }
     };
     session.alive.store(false, Ordering::Release);

@@ -60,6 +60,12 @@ pub struct Metrics {
     pub accept_errors: Counter,
     pub refused_at_capacity: Counter,
     pub presence_diffs: Counter,
+    /// Consumers closed because the process-wide outbound budget was exceeded.
+    pub budget_closes: Counter,
+    /// Client messages refused for a limit (too large to fan out, field too long, rate).
+    pub refused_messages: Counter,
+    /// LongPoll session creations refused (per-address rate or session pool).
+    pub longpoll_refused: Counter,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -80,6 +86,9 @@ pub static METRICS: Metrics = Metrics {
     accept_errors: Counter::new(),
     refused_at_capacity: Counter::new(),
     presence_diffs: Counter::new(),
+    budget_closes: Counter::new(),
+    refused_messages: Counter::new(),
+    longpoll_refused: Counter::new(),
 };
 
 impl Metrics {
@@ -92,7 +101,8 @@ impl Metrics {
         g("connections", "Open WebSocket connections.", self.connections.get());
         g("longpoll_sessions", "Live LongPoll sessions.", self.longpoll_sessions.get());
         g("channels", "Joined channels.", self.channels.get());
-        let counters: [(&str, &str, &Counter); 14] = [
+        g("outbound_queued_bytes", "Bytes queued for clients (a shared frame counts in each queue).", crate::outbox::budget_used());
+        let counters: [(&str, &str, &Counter); 17] = [
             ("connections_total", "WebSocket connections accepted.", &self.connections_total),
             ("joins_total", "Successful joins.", &self.joins),
             ("join_errors_total", "Joins refused or crashed.", &self.join_errors),
@@ -107,6 +117,9 @@ impl Metrics {
             ("accept_errors_total", "accept() failures (EMFILE and others).", &self.accept_errors),
             ("refused_at_capacity_total", "Connections refused with 503 at the connection limit.", &self.refused_at_capacity),
             ("presence_diffs_total", "presence_diff broadcasts sent.", &self.presence_diffs),
+            ("budget_closes_total", "Stalled consumers closed (1008) because the outbound budget was exceeded.", &self.budget_closes),
+            ("refused_messages_total", "Client messages refused for a size limit.", &self.refused_messages),
+            ("longpoll_refused_total", "LongPoll sessions refused (address rate or session pool).", &self.longpoll_refused),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP phx_broker_{name} {help}\n# TYPE phx_broker_{name} counter\nphx_broker_{name} {}", c.get());

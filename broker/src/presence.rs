@@ -54,6 +54,41 @@ pub enum PresenceError {
     NoPresence,
     /// The presence service is gone (shutting down).
     Unavailable,
+    /// The key is longer than `presence_max_key_bytes`.
+    KeyTooLarge,
+    /// The meta's JSON is larger than `presence_max_meta_bytes`.
+    MetaTooLarge,
+    /// The topic's presence state would pass `presence_max_state_bytes`.
+    StateFull,
+}
+
+impl std::fmt::Display for PresenceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for PresenceError {}
+
+/// Bounds on what one presence may cost (attacker-chosen keys and metas must not grow a
+/// topic's `presence_state` without bound: every joiner receives it).
+#[derive(Clone, Copy, Debug)]
+pub struct PresenceLimits {
+    pub max_key_bytes: usize,
+    pub max_meta_bytes: usize,
+    /// Bytes of one topic's `presence_state` JSON.
+    pub max_state_bytes: usize,
+}
+
+impl Default for PresenceLimits {
+    fn default() -> Self {
+        let l = crate::config::Limits::default();
+        PresenceLimits {
+            max_key_bytes: l.presence_max_key_bytes,
+            max_meta_bytes: l.presence_max_meta_bytes,
+            max_state_bytes: l.presence_max_state_bytes,
+        }
+    }
 }
 
 impl PresenceError {
@@ -63,6 +98,9 @@ impl PresenceError {
             PresenceError::AlreadyTracked => "already_tracked",
             PresenceError::NoPresence => "nopresence",
             PresenceError::Unavailable => "unavailable",
+            PresenceError::KeyTooLarge => "presence key too large",
+            PresenceError::MetaTooLarge => "presence meta too large",
+            PresenceError::StateFull => "presence state of this topic is full",
         }
     }
 }
@@ -85,6 +123,7 @@ pub struct PresenceOptions {
     pub fetch: Option<Fetch>,
     /// Replica name (the node name in a cluster).
     pub node: String,
+    pub limits: PresenceLimits,
 }
 
 /// A topic's presences at one instant: `key → metas`, sorted by key. Cheap to clone.
@@ -128,18 +167,26 @@ const BROADCAST_PERIOD: Duration = Duration::from_millis(1500);
 pub struct Presence {
     shards: Arc<[mpsc::Sender<Cmd>]>,
     fetch: Option<Fetch>,
+    limits: PresenceLimits,
 }
 
 impl Presence {
     /// Starts `shards` presence shards publishing diffs through `pubsub`, coalescing diffs
     /// over `diff_window_ms` in every room.
     pub fn start(pubsub: PubSub, shards: usize, diff_window_ms: u64) -> Presence {
-        Presence::start_with(pubsub, PresenceOptions { shards, diff_window_ms, coalesce_min_members: 0, fetch: None, node: "node".into() })
+        Presence::start_with(pubsub, PresenceOptions {
+            shards,
+            diff_window_ms,
+            coalesce_min_members: 0,
+            fetch: None,
+            node: "node".into(),
+            limits: PresenceLimits::default(),
+        })
     }
 
     /// Starts the presence shards with all options.
     pub fn start_with(pubsub: PubSub, o: PresenceOptions) -> Presence {
-        let PresenceOptions { shards, diff_window_ms, coalesce_min_members, fetch, node } = o;
+        let PresenceOptions { shards, diff_window_ms, coalesce_min_members, fetch, node, limits } = o;
         let vsn = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
         let senders: Vec<_> = (0..shards.max(1))
             .map(|_| {
@@ -148,6 +195,8 @@ impl Presence {
                     state: State::new(ReplicaRef::new(node.clone(), vsn)),
                     replica: ReplicaRef::new(node.clone(), vsn),
                     views: HashMap::new(),
+                    view_bytes: HashMap::new(),
+                    limits,
                     pubsub: pubsub.clone(),
                     window: Duration::from_millis(diff_window_ms),
                     min_members: coalesce_min_members,
@@ -159,7 +208,23 @@ impl Presence {
                 tx
             })
             .collect();
-        Presence { shards: senders.into(), fetch }
+        Presence { shards: senders.into(), fetch, limits }
+    }
+
+    /// The bounds this service enforces.
+    pub fn limits(&self) -> PresenceLimits {
+        self.limits
+    }
+
+    /// Checks a key and a meta against the limits (before they reach a shard).
+    fn check(&self, key: &str, meta: &Map<String, Value>) -> Result<(), PresenceError> {
+        if key.len() > self.limits.max_key_bytes {
+            return Err(PresenceError::KeyTooLarge);
+        }
+        if json_len(meta) > self.limits.max_meta_bytes {
+            return Err(PresenceError::MetaTooLarge);
+        }
+        Ok(())
     }
 
     fn shard(&self, topic: &str) -> &mpsc::Sender<Cmd> {
@@ -170,6 +235,7 @@ impl Presence {
 
     /// `track(owner, topic, key, meta)`: returns the new `phx_ref`.
     pub async fn track(&self, topic: &str, owner: SubId, key: &str, meta: Map<String, Value>) -> Result<String, PresenceError> {
+        self.check(key, &meta)?;
         let (reply, rx) = oneshot::channel();
         let cmd = Cmd::Track { topic: topic.into(), owner, key: key.into(), meta, reply };
         self.shard(topic).send(cmd).await.map_err(|_| PresenceError::Unavailable)?;
@@ -178,6 +244,7 @@ impl Presence {
 
     /// `update(owner, topic, key, meta)`: replaces the meta (new `phx_ref`, `phx_ref_prev`).
     pub async fn update(&self, topic: &str, owner: SubId, key: &str, meta: Map<String, Value>) -> Result<String, PresenceError> {
+        self.check(key, &meta)?;
         let (reply, rx) = oneshot::channel();
         let cmd = Cmd::Update { topic: topic.into(), owner, key: key.into(), meta, reply };
         self.shard(topic).send(cmd).await.map_err(|_| PresenceError::Unavailable)?;
@@ -287,11 +354,40 @@ pub fn render(topic: &str, snap: &Snapshot, fetch: Option<&Fetch>) -> Bytes {
     out.freeze()
 }
 
+/// JSON length of a value (a meta).
+fn json_len(v: &Map<String, Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+/// `"key":` plus a comma, around an entry in `presence_state` (escapes aside).
+fn entry_len(key: &str) -> usize {
+    key.len() + 4
+}
+
+/// What a tracked meta adds besides the app's fields: `phx_ref` (and `phx_ref_prev`), and the
+/// `{"metas":[…]}` wrapper.
+const META_OVERHEAD: usize = 96;
+
 struct Shard {
     state: State,
     replica: ReplicaRef,
     /// Per-topic persistent view for O(1) snapshots.
     views: HashMap<String, Snapshot>,
+    /// Per topic: bytes of its `presence_state` JSON (kept with the view).
+    view_bytes: HashMap<String, usize>,
+    limits: PresenceLimits,
     pubsub: PubSub,
     window: Duration,
     /// Rooms with fewer members get one diff per change (Phoenix behaviour) even with a window.
@@ -330,6 +426,10 @@ impl Shard {
     async fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Track { topic, owner, key, meta, reply } => {
+                if self.state_bytes(&topic) + entry_len(&key) + json_len(&meta) + META_OVERHEAD > self.limits.max_state_bytes {
+                    let _ = reply.send(Err(PresenceError::StateFull));
+                    return;
+                }
                 let owner = self.owner(owner);
                 match self.state.track(&topic, &owner, &key, meta) {
                     Ok((phx_ref, diff)) => {
@@ -342,6 +442,11 @@ impl Shard {
                 }
             }
             Cmd::Update { topic, owner, key, meta, reply } => {
+                // Conservative: the old meta is still counted while the new one is checked.
+                if self.state_bytes(&topic) + json_len(&meta) + META_OVERHEAD > self.limits.max_state_bytes {
+                    let _ = reply.send(Err(PresenceError::StateFull));
+                    return;
+                }
                 let owner = self.owner(owner);
                 match self.state.update(&topic, &owner, &key, meta) {
                     Ok((phx_ref, diff)) => {
@@ -425,10 +530,16 @@ impl Shard {
         self.pubsub.local_broadcast(Arc::new(msg), None, None).await;
     }
 
+    fn state_bytes(&self, topic: &str) -> usize {
+        self.view_bytes.get(topic).copied().unwrap_or(2)
+    }
+
     /// Keeps the per-topic view equal to `state.list(topic)` (as phoenix.js `syncDiff` would
     /// apply the diff: joins first, then leaves, matched by `phx_ref`).
     fn apply_to_view(&mut self, topic: &str, diff: &Diff) {
         let view = self.views.entry(topic.to_owned()).or_default();
+        let bytes = self.view_bytes.entry(topic.to_owned()).or_insert(2);
+        let size = |key: &str, e: &KeyEntry| entry_len(key) + e.json.len();
         for (key, metas) in &diff.joins {
             let mut list: Vec<Meta> = view.get(key).map(|v| v.metas.clone()).unwrap_or_default();
             for m in metas {
@@ -436,21 +547,29 @@ impl Shard {
                 list.retain(|x| x.get("phx_ref") != r);
                 list.push(m.clone());
             }
-            view.insert(key.clone(), Arc::new(KeyEntry::new(list)));
+            let entry = Arc::new(KeyEntry::new(list));
+            *bytes += size(key, &entry);
+            if let Some(old) = view.insert(key.clone(), entry) {
+                *bytes -= size(key, &old);
+            }
         }
         for (key, metas) in &diff.leaves {
             if let Some(current) = view.get(key) {
                 let mut list: Vec<Meta> = current.metas.clone();
                 list.retain(|x| !metas.iter().any(|m| m.get("phx_ref") == x.get("phx_ref")));
+                *bytes -= size(key, current);
                 if list.is_empty() {
                     view.remove(key);
                 } else {
-                    view.insert(key.clone(), Arc::new(KeyEntry::new(list)));
+                    let entry = Arc::new(KeyEntry::new(list));
+                    *bytes += size(key, &entry);
+                    view.insert(key.clone(), entry);
                 }
             }
         }
         if view.is_empty() {
             self.views.remove(topic);
+            self.view_bytes.remove(topic);
         }
     }
 }
@@ -561,7 +680,7 @@ mod tests {
     #[tokio::test]
     async fn small_rooms_are_not_coalesced() {
         let ps = PubSub::start(1);
-        let opts = PresenceOptions { shards: 1, diff_window_ms: 10_000, coalesce_min_members: 3, fetch: None, node: "n".into() };
+        let opts = PresenceOptions { shards: 1, diff_window_ms: 10_000, coalesce_min_members: 3, fetch: None, node: "n".into(), limits: PresenceLimits::default() };
         let p = Presence::start_with(ps.clone(), opts);
         let o = listener(&ps, "room:s").await;
         p.track("room:s", 1, "a", Map::new()).await.unwrap();
@@ -581,7 +700,7 @@ mod tests {
         });
         let p = Presence::start_with(
             ps.clone(),
-            PresenceOptions { shards: 1, diff_window_ms: 0, coalesce_min_members: 0, fetch: Some(fetch), node: "n".into() },
+            PresenceOptions { shards: 1, diff_window_ms: 0, coalesce_min_members: 0, fetch: Some(fetch), node: "n".into(), limits: PresenceLimits::default() },
         );
         let o = listener(&ps, "room:f").await;
         p.track("room:f", 1, "ann", Map::new()).await.unwrap();

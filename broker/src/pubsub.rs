@@ -358,6 +358,9 @@ impl Shard {
 /// queued. Per subscriber: a refcount and a queue push (or a `handle_out` hand-off).
 pub fn dispatch(msg: &Arc<Broadcast>, from: Option<SubId>, subs: &[(SubId, SubKind)]) -> u64 {
     let mut delivered = 0;
+    // The outbound budget is charged once per dispatch, not once per subscriber (one shared
+    // counter touched from every core would cost more than the rest of a delivery).
+    let mut charged = 0;
     for (id, kind) in subs {
         if Some(*id) == from {
             continue;
@@ -369,9 +372,12 @@ pub fn dispatch(msg: &Arc<Broadcast>, from: Option<SubId>, subs: &[(SubId, SubKi
                     continue;
                 }
                 match msg.frame(*serializer) {
-                    Ok(frame) => match outbox.push(frame.clone()) {
+                    Ok(frame) => match outbox.push_uncharged(std::iter::once(frame.clone()), &mut charged) {
                         Ok(()) => delivered += 1,
                         Err(PushError::SlowConsumer | PushError::Closed) => {}
+                        // Senders are refused before a fan-out (`ChannelContext::broadcast`);
+                        // a frame no outbox can hold is dropped here, never a disconnect.
+                        Err(PushError::TooLarge) => METRICS.frames_dropped.inc(),
                     },
                     Err(_) => METRICS.frames_dropped.inc(),
                 }
@@ -379,6 +385,7 @@ pub fn dispatch(msg: &Arc<Broadcast>, from: Option<SubId>, subs: &[(SubId, SubKi
             SubKind::Plain(deliver) => deliver(msg),
         }
     }
+    crate::outbox::charge(charged);
     delivered
 }
 

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::channel::{Channel, ChannelContext, Continue, Join, PushFailed, Reply};
 use crate::config::Config;
+use crate::presence::PresenceError;
 use crate::serializer::Payload;
 use crate::socket::{Router, TopicPattern};
 
@@ -84,6 +85,9 @@ impl Channel for RelayChannel {
                 Some(Value::String(s)) if !s.is_empty() => s.clone(),
                 _ => format!("anonymous:{}", ctx.owner()),
             };
+            if key.len() > ctx.presence().limits().max_key_bytes {
+                return Join::error(serde_json::json!({ "reason": PresenceError::KeyTooLarge.reason() }));
+            }
             let mut meta = match self.policy.meta_from(&params.to_value().unwrap_or(Value::Null)) {
                 Ok(m) => m,
                 Err(reason) => return Join::error(serde_json::json!({ "reason": reason })),
@@ -98,7 +102,10 @@ impl Channel for RelayChannel {
         if let Some((key, meta)) = &self.presence_key {
             // Track first, then push the state: the list then includes this user (its join diff
             // may arrive before or after the state; phoenix.js handles both, spec §12.3).
-            let _ = ctx.track(key, meta.clone()).await;
+            if let Err(e) = ctx.track(key, meta.clone()).await {
+                // Joined but not listed (the room's presence state is full): say so, once.
+                let _ = ctx.push("presence_error", Payload::json(&serde_json::json!({ "reason": e.reason() })));
+            }
             let _ = ctx.push_presence_state().await;
         }
         Continue::Continue
@@ -126,6 +133,7 @@ impl Channel for RelayChannel {
             Ok(()) => Reply::ok(),
             Err(PushFailed::PayloadNotObject) => Reply::error(serde_json::json!({ "reason": "payload must be an object" })),
             Err(PushFailed::Encode(_)) => Reply::error(serde_json::json!({ "reason": "payload cannot be encoded" })),
+            Err(PushFailed::TooLarge) => Reply::error(serde_json::json!({ "reason": "message too large" })),
             Err(PushFailed::Outbox(_) | PushFailed::NotJoined) => Reply::error(serde_json::json!({ "reason": "not joined" })),
         }
     }

@@ -28,8 +28,14 @@ impl Serializer {
             None => return Some(Serializer::V1),
             Some(v) => v,
         };
-        let (major, minor) = parse_semver(vsn)?;
-        match (major, minor) {
+        let v = parse_semver(vsn)?;
+        // Phoenix matches `~> 1.0.0` (`>= 1.0.0 and < 1.1.0`) and `~> 2.0.0` with Elixir's
+        // `Version.match?` (pre-releases allowed): `2.0.1-rc.1` is inside the range, but
+        // `2.0.0-rc.1` sorts below `2.0.0` and is refused (403), like `2.1.0-dev`.
+        if v.pre && v.patch == 0 {
+            return None;
+        }
+        match (v.major, v.minor) {
             (1, 0) => Some(Serializer::V1),
             (2, 0) => Some(Serializer::V2),
             _ => None,
@@ -44,13 +50,38 @@ impl Serializer {
     }
 }
 
-/// Parses `MAJOR.MINOR.PATCH[-pre][+build]` and returns (major, minor); `None` if it is not a
-/// full semantic version.
-fn parse_semver(v: &str) -> Option<(u64, u64)> {
-    let core = v.split(['-', '+']).next()?;
-    if let Some(rest) = v.strip_prefix(core) {
-        // A pre-release or build suffix must not be empty.
-        if rest == "-" || rest == "+" {
+/// A parsed semantic version (what `vsn` negotiation needs of it).
+struct Semver {
+    major: u64,
+    minor: u64,
+    patch: u64,
+    /// Has a pre-release part (`-rc.1`).
+    pre: bool,
+}
+
+/// Parses `MAJOR.MINOR.PATCH[-pre][+build]` as Elixir's `Version.parse` does (SemVer 2.0):
+/// no leading zeros in numbers or numeric pre-release identifiers, identifiers of
+/// `[0-9A-Za-z-]`, none empty. `None` if it is not a full semantic version.
+fn parse_semver(v: &str) -> Option<Semver> {
+    let (rest, build) = match v.split_once('+') {
+        Some((r, b)) => (r, Some(b)),
+        None => (v, None),
+    };
+    let (core, pre) = match rest.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (rest, None),
+    };
+    let ident_ok = |id: &str| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if let Some(pre) = pre {
+        for id in pre.split('.') {
+            let numeric = !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit());
+            if !ident_ok(id) || (numeric && id.len() > 1 && id.starts_with('0')) {
+                return None;
+            }
+        }
+    }
+    if let Some(build) = build {
+        if !build.split('.').all(ident_ok) {
             return None;
         }
     }
@@ -62,13 +93,11 @@ fn parse_semver(v: &str) -> Option<(u64, u64)> {
         }
         p.parse().ok()
     };
-    let major = num()?;
-    let minor = num()?;
-    let _patch = num()?;
+    let (major, minor, patch) = (num()?, num()?, num()?);
     if parts.next().is_some() {
         return None;
     }
-    Some((major, minor))
+    Some(Semver { major, minor, patch, pre: pre.is_some() })
 }
 
 /// A `ref` or `join_ref` as the client sent it. phoenix.js sends strings; lenient decoding
@@ -622,7 +651,16 @@ mod tests {
         assert_eq!(Serializer::negotiate(Some("1.0.0")), Some(Serializer::V1));
         assert_eq!(Serializer::negotiate(Some("2.0.0")), Some(Serializer::V2));
         assert_eq!(Serializer::negotiate(Some("2.0.7")), Some(Serializer::V2));
-        assert_eq!(Serializer::negotiate(Some("2.0.0-rc.1")), Some(Serializer::V2));
+        // Pre-releases as Elixir's Version.match?("…", "~> 2.0.0") sees them.
+        assert_eq!(Serializer::negotiate(Some("2.0.0-rc.1")), None);
+        assert_eq!(Serializer::negotiate(Some("2.0.1-rc.1")), Some(Serializer::V2));
+        assert_eq!(Serializer::negotiate(Some("1.0.3-dev")), Some(Serializer::V1));
+        assert_eq!(Serializer::negotiate(Some("2.1.0-dev")), None);
+        assert_eq!(Serializer::negotiate(Some("2.0.0+build.7")), Some(Serializer::V2));
+        assert_eq!(Serializer::negotiate(Some("2.0.1-")), None);
+        assert_eq!(Serializer::negotiate(Some("2.0.1-rc..1")), None);
+        assert_eq!(Serializer::negotiate(Some("2.0.1-01")), None);
+        assert_eq!(Serializer::negotiate(Some("2.0.0+")), None);
         assert_eq!(Serializer::negotiate(Some("2.1.0")), None);
         assert_eq!(Serializer::negotiate(Some("3.0.0")), None);
         assert_eq!(Serializer::negotiate(Some("2.0")), None);

@@ -30,6 +30,8 @@ pub struct ServerState {
     pub check_origin: CheckOrigin,
     pub local_addr: SocketAddr,
     pub max_connections: usize,
+    /// LongPoll sessions at most (their own pool: see `Limits::longpoll_max_sessions`).
+    pub max_longpoll_sessions: usize,
     pub longpoll: LongPoll,
     /// Open WebSocket connections of this server (the capacity check; METRICS has the
     /// process-wide gauge).
@@ -89,6 +91,19 @@ impl Builder {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("listen {:?}: {e}", self.config.listen)))?;
         let listener = bind_listener(addr, self.config.limits.listen_backlog)?;
         let local_addr = listener.local_addr()?;
+        let admin = match &self.config.admin_listen {
+            Some(a) => {
+                let addr: SocketAddr = a
+                    .parse()
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("admin_listen {a:?}: {e}")))?;
+                Some(bind_listener(addr, 128)?)
+            }
+            None => None,
+        };
+        crate::outbox::start_budget(crate::outbox::BudgetConfig {
+            limit_bytes: self.config.limits.outbound_budget_bytes,
+            min_stall: Duration::from_millis(self.config.limits.outbound_stall_ms),
+        });
         let shards = self.config.limits.shard_count();
         let pubsub = PubSub::start(shards);
         let presence = Presence::start_with(
@@ -99,6 +114,11 @@ impl Builder {
                 coalesce_min_members: self.config.presence.coalesce_min_members,
                 fetch: self.presence_fetch,
                 node: self.config.node_name.clone(),
+                limits: crate::presence::PresenceLimits {
+                    max_key_bytes: self.config.limits.presence_max_key_bytes,
+                    max_meta_bytes: self.config.limits.presence_max_meta_bytes,
+                    max_state_bytes: self.config.limits.presence_max_state_bytes,
+                },
             },
         );
         let limits = &self.config.limits;
@@ -107,15 +127,13 @@ impl Builder {
         } else {
             (soft_limit as usize).saturating_sub(limits.fd_reserve).max(1)
         };
+        let max_longpoll_sessions = if limits.longpoll_max_sessions > 0 { limits.longpoll_max_sessions } else { max_connections };
         let endpoint = Arc::new(Endpoint {
             router: self.router,
             handler: self.handler,
             pubsub,
             presence,
-            limits: SocketLimits {
-                max_channels: limits.max_channels,
-                duplicate_join_grace: Duration::from_millis(limits.duplicate_join_grace_ms),
-            },
+            limits: SocketLimits::from_config(limits),
         });
         let check_origin = self.config.check_origin().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let (shutdown, _) = watch::channel(false);
@@ -125,18 +143,21 @@ impl Builder {
             check_origin,
             local_addr,
             max_connections,
+            max_longpoll_sessions,
             longpoll: LongPoll::default(),
             open_connections: Default::default(),
             shutdown,
             conn_ids: AtomicU64::new(1),
         });
-        Ok(Server { listener, state })
+        Ok(Server { listener, admin, state })
     }
 }
 
 /// A bound server. [`Server::handle`] gives a handle for broadcasting from outside channels.
 pub struct Server {
     listener: TcpListener,
+    /// `admin_listen`: `/metrics` and `/health` only.
+    admin: Option<TcpListener>,
     state: Arc<ServerState>,
 }
 
@@ -145,6 +166,8 @@ pub struct Server {
 pub struct BrokerHandle {
     pubsub: PubSub,
     presence: Presence,
+    /// Largest frame an outbox accepts (`outbox_max_bytes`).
+    max_frame: usize,
 }
 
 impl BrokerHandle {
@@ -153,6 +176,9 @@ impl BrokerHandle {
     pub async fn broadcast(&self, topic: &str, event: &str, payload: Payload) -> Result<(), crate::channel::PushFailed> {
         if !payload.is_object_or_binary() {
             return Err(crate::channel::PushFailed::PayloadNotObject);
+        }
+        if crate::channel::broadcast_frame_bound(topic, event, &payload) > self.max_frame {
+            return Err(crate::channel::PushFailed::TooLarge);
         }
         self.pubsub.broadcast(Broadcast::new(topic, event, payload), None, None).await;
         Ok(())
@@ -182,15 +208,25 @@ impl Server {
         self.state.local_addr
     }
 
+    /// The admin address (`admin_listen`), if one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn handle(&self) -> BrokerHandle {
-        BrokerHandle { pubsub: self.state.endpoint.pubsub.clone(), presence: self.state.endpoint.presence.clone() }
+        BrokerHandle {
+            pubsub: self.state.endpoint.pubsub.clone(),
+            presence: self.state.endpoint.presence.clone(),
+            max_frame: self.state.endpoint.limits.max_outbound_frame,
+        }
     }
 
     /// Serves until `shutdown` resolves, then drains: every WebSocket is closed with 1012,
     /// LongPoll sessions stop, and the call returns once connections are gone (or after
     /// `shutdown_grace_ms`).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, state } = self;
+        let Server { listener, admin, state } = self;
+        let admin_task = admin.map(|l| tokio::spawn(serve_admin(l, state.clone())));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
         loop {
@@ -218,6 +254,9 @@ impl Server {
             }
         }
         drop(listener);
+        if let Some(t) = admin_task {
+            t.abort();
+        }
         let _ = state.shutdown.send(true);
         let grace = Duration::from_millis(state.config.limits.shutdown_grace_ms);
         let deadline = tokio::time::Instant::now() + grace;
@@ -242,6 +281,25 @@ async fn serve_connection(state: Arc<ServerState>, tcp: TcpStream, peer: SocketA
         .serve_connection(io, svc)
         .with_upgrades();
     let _ = conn.await;
+}
+
+/// The admin address: `/metrics` and `/health`, nothing else.
+async fn serve_admin(listener: TcpListener, state: Arc<ServerState>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let timeout = Duration::from_millis(state.config.limits.http_header_timeout_ms);
+        tokio::spawn(async move {
+            let svc = service_fn(crate::http::handle_admin);
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(tcp), svc);
+            let _ = conn.await;
+        });
+    }
 }
 
 /// Binds with an explicit listen backlog (≥ 4096: connect storms must not drop SYNs; the

@@ -139,6 +139,34 @@ pub struct SocketLimits {
     pub max_channels: usize,
     /// Grace for a replaced channel to stop on a duplicate join before it is aborted (§4.7).
     pub duplicate_join_grace: Duration,
+    /// Longest topic a client may join.
+    pub max_topic_bytes: usize,
+    /// Longest event in a client message.
+    pub max_event_bytes: usize,
+    /// Longest `ref` / `join_ref` in a client message.
+    pub max_ref_bytes: usize,
+    /// Largest frame an outbox accepts: a broadcast or push larger than this is refused at its
+    /// sender.
+    pub max_outbound_frame: usize,
+}
+
+impl SocketLimits {
+    pub fn from_config(l: &crate::config::Limits) -> SocketLimits {
+        SocketLimits {
+            max_channels: l.max_channels,
+            duplicate_join_grace: Duration::from_millis(l.duplicate_join_grace_ms),
+            max_topic_bytes: l.max_topic_bytes,
+            max_event_bytes: l.max_event_bytes,
+            max_ref_bytes: l.max_ref_bytes,
+            max_outbound_frame: l.outbox_max_bytes,
+        }
+    }
+}
+
+impl Default for SocketLimits {
+    fn default() -> SocketLimits {
+        SocketLimits::from_config(&crate::config::Limits::default())
+    }
 }
 
 /// State shared by every socket of one endpoint.
@@ -315,10 +343,36 @@ impl Socket {
             self.info.reply(&None, &msg.ref_, &msg.topic, "ok", Payload::empty_object());
             return;
         }
+        if let Some(reason) = self.oversized(&topic, &msg) {
+            // Topics, events and refs are kept per channel, subscription and presence: each
+            // is bounded, and a message past a bound gets an error reply.
+            METRICS.refused_messages.inc();
+            let response = Payload::json(&serde_json::json!({ "reason": reason }));
+            self.info.reply(&msg.join_ref, &msg.ref_, &msg.topic, "error", response);
+            return;
+        }
         match msg.event.as_str() {
             "phx_join" => self.join(topic, msg, handled).await,
             "phx_leave" => self.leave(topic, msg).await,
             _ => self.to_channel(topic, msg, handled).await,
+        }
+    }
+
+    /// The first field of a client message that passes its limit, as an error reason.
+    fn oversized(&self, topic: &str, msg: &Message) -> Option<&'static str> {
+        let l = &self.info.endpoint.limits;
+        let ref_len = |r: &Option<Ref>| match r {
+            None => 0,
+            Some(Ref::Str(s) | Ref::Json(s)) => s.len(),
+        };
+        if topic.len() > l.max_topic_bytes {
+            Some("topic too long")
+        } else if msg.event.len() > l.max_event_bytes {
+            Some("event too long")
+        } else if ref_len(&msg.ref_) > l.max_ref_bytes || ref_len(&msg.join_ref) > l.max_ref_bytes {
+            Some("ref too long")
+        } else {
+            None
         }
     }
 

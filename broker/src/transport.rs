@@ -97,9 +97,15 @@ pub async fn run(stream: TcpStream, leftover: Bytes, mut socket: Socket, limits:
                             }
                             WsEvent::Pong => {}
                             WsEvent::Close(code, _) => {
-                                // Echo a valid code, answer 1000 otherwise (spec §2.6).
-                                let echo = if valid_close_code(code) { code } else { 1000 };
-                                outbox.close_with(Frame::close(echo, ""), true);
+                                // No code: answer 1000; a valid one: echo it (spec §2.6); an
+                                // invalid one (999, 1005, 5000, …): 1002, as RFC 6455 and
+                                // Bandit do.
+                                let answer = match code {
+                                    None => 1000,
+                                    Some(c) if crate::ws::valid_close_code(c) => c,
+                                    Some(_) => 1002,
+                                };
+                                outbox.close_with(Frame::close(answer, ""), true);
                                 break 'conn Ending::Gone;
                             }
                         }
@@ -162,7 +168,12 @@ pub async fn run(stream: TcpStream, leftover: Bytes, mut socket: Socket, limits:
     // Give the writer a moment to flush the close frame, then linger: read and discard until
     // the client closes, so that unread input (say, the rest of an oversized message) does not
     // turn our close into a TCP reset that the client sees as 1006 instead of our code.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    let mut writer = writer;
+    if tokio::time::timeout(Duration::from_secs(2), &mut writer).await.is_err() {
+        // A client that does not read would keep the writer (and the socket) forever.
+        writer.abort();
+        outbox.writer_done();
+    }
     let mut rd = rd;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let mut scratch = vec![0u8; 16 * 1024];
@@ -180,23 +191,31 @@ fn crashed() -> StopReason {
     StopReason::Error("socket crashed".into())
 }
 
-/// RFC 6455 §7.4: codes a peer may send.
-fn valid_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
-}
-
 async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
     let mut queue: VecDeque<Frame> = VecDeque::new();
     loop {
         match outbox.drain_into(&mut queue) {
             Status::Open => {
-                if write_all(&mut wr, &mut queue).await.is_err() {
+                // A client that stops reading blocks the write. Once its outbox overflows
+                // meanwhile, the write gets a last second to finish (then the next drain sends
+                // 1008); after that the connection is dropped mid-frame: a client that does
+                // not read never sees a close frame anyway.
+                let write = write_all(&mut wr, &mut queue, &outbox);
+                tokio::pin!(write);
+                let r = tokio::select! {
+                    r = &mut write => r,
+                    _ = outbox.overflowed() => match tokio::time::timeout(Duration::from_secs(1), &mut write).await {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    },
+                };
+                if r.is_err() {
                     break;
                 }
             }
             Status::SlowConsumer => {
                 queue.clear();
-                let close = Frame::close(crate::transport::close_code::SLOW_CONSUMER, "slow consumer");
+                let close = Frame::close(close_code::SLOW_CONSUMER, "slow consumer");
                 let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(close.wire())).await;
                 break;
             }
@@ -207,7 +226,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
                 if let Some(last) = last {
                     queue.push_back(last);
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(2), write_all(&mut wr, &mut queue)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), write_all(&mut wr, &mut queue, &outbox)).await;
                 break;
             }
         }
@@ -216,16 +235,19 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
         }
         outbox.ready().await;
     }
+    // What was taken and not written is released here (and the budget credited).
+    queue.clear();
     outbox.close();
     outbox.writer_done();
     let _ = wr.shutdown().await;
 }
 
-/// Writes every queued frame, up to [`IOV_BATCH`] per `writev`, handling partial writes.
+/// Writes every queued frame, up to [`IOV_BATCH`] per `writev`, handling partial writes, and
+/// tells the outbox after each write how many of its bytes went out (progress).
 ///
 /// The `IoSlice` array lives on the stack of one `poll`, never in the future's state: held
 /// across an `.await` it would cost 8 KiB per connection.
-async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>) -> std::io::Result<()> {
+async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>, outbox: &Outbox) -> std::io::Result<()> {
     let mut offset = 0; // bytes of queue[0] already written
     while !queue.is_empty() {
         let n = std::future::poll_fn(|cx| {
@@ -243,17 +265,19 @@ async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>) -> std:
             return Err(std::io::ErrorKind::WriteZero.into());
         }
         let mut n = n;
+        let mut released = 0;
         while n > 0 {
             let left = queue[0].wire().len() - offset;
             if n >= left {
                 n -= left;
                 offset = 0;
-                queue.pop_front();
+                released += queue.pop_front().map_or(0, |f| f.len());
             } else {
                 offset += n;
                 n = 0;
             }
         }
+        outbox.release(released);
     }
     Ok(())
 }
@@ -280,7 +304,7 @@ mod tests {
             handler: Arc::new(AllowAll),
             presence: Presence::start(pubsub.clone(), 1, 0),
             pubsub,
-            limits: SocketLimits { max_channels: 100, duplicate_join_grace: Duration::from_secs(5) },
+            limits: SocketLimits::default(),
         });
         let outbox = Arc::new(Outbox::new(OutboxLimits { max_frames: 10, max_bytes: 1000 }));
         let socket = Socket::start(

@@ -8,6 +8,17 @@ use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 use sha1::{Digest, Sha1};
 
+/// Is this a valid `Sec-WebSocket-Key`: base64 of 16 bytes (RFC 6455 §4.1)?
+pub fn valid_key(key: &[u8]) -> bool {
+    key.len() == 24 && base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|k| k.len() == 16)
+}
+
+/// RFC 6455 §7.4: close codes a peer may send in a close frame. 1004-1006 and 1015 are
+/// reserved (never on the wire), below 1000 and 1016-2999 are unassigned, 5000+ are invalid.
+pub fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
 pub fn accept_key(key: &[u8]) -> String {
     let mut sha = Sha1::new();
@@ -23,8 +34,8 @@ pub enum WsEvent {
     Binary(Bytes),
     Ping(Bytes),
     Pong,
-    /// Close frame: the code (1005 when absent) and reason.
-    Close(u16, String),
+    /// Close frame: the code (`None` when the frame has no body) and reason.
+    Close(Option<u16>, String),
 }
 
 /// Protocol failures, each with the close code the server answers with.
@@ -155,13 +166,13 @@ impl Decoder {
                 0x8 => {
                     let data = data.freeze();
                     return match data.len() {
-                        0 => Ok(Some(WsEvent::Close(1005, String::new()))),
+                        0 => Ok(Some(WsEvent::Close(None, String::new()))),
                         1 => Err(WsError::Protocol),
                         _ => {
                             let code = u16::from_be_bytes([data[0], data[1]]);
                             let reason =
                                 std::str::from_utf8(&data[2..]).map_err(|_| WsError::InvalidUtf8)?.to_owned();
-                            Ok(Some(WsEvent::Close(code, reason)))
+                            Ok(Some(WsEvent::Close(Some(code), reason)))
                         }
                     };
                 }
@@ -236,6 +247,20 @@ mod tests {
     }
 
     #[test]
+    fn keys_and_close_codes() {
+        assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!valid_key(b"short"));
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZQ!!"));
+        assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZSBz")); // 18 bytes
+        for ok in [1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999] {
+            assert!(valid_close_code(ok), "{ok}");
+        }
+        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+            assert!(!valid_close_code(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn accept_key_rfc_example() {
         assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }
@@ -295,8 +320,8 @@ mod tests {
     fn close_frames() {
         let mut body = 1000u16.to_be_bytes().to_vec();
         body.extend_from_slice(b"bye");
-        assert_eq!(decode_all(&client_frame(8, true, &body, M), 10), vec![Ok(WsEvent::Close(1000, "bye".into()))]);
-        assert_eq!(decode_all(&client_frame(8, true, b"", M), 10), vec![Ok(WsEvent::Close(1005, String::new()))]);
+        assert_eq!(decode_all(&client_frame(8, true, &body, M), 10), vec![Ok(WsEvent::Close(Some(1000), "bye".into()))]);
+        assert_eq!(decode_all(&client_frame(8, true, b"", M), 10), vec![Ok(WsEvent::Close(None, String::new()))]);
         assert_eq!(decode_all(&client_frame(8, true, b"x", M), 10), vec![Err(WsError::Protocol)]);
     }
 

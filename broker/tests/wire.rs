@@ -126,7 +126,10 @@ async fn slow_consumer_is_closed_with_1008_and_others_keep_receiving() {
         publish.send(Message::text(frame.to_string())).await.unwrap();
     }
     assert_eq!(tokio::time::timeout(Duration::from_secs(30), reader).await.unwrap().unwrap(), n);
-    assert_eq!(close_code(&mut slow).await, Some(CloseCode::Policy), "slow consumer closes with 1008");
+    // 1008 if the write the client stalled could still finish within the grace; a client that
+    // reads nothing at all is dropped without a close frame (it would never see one).
+    let code = close_code(&mut slow).await;
+    assert!(matches!(code, Some(CloseCode::Policy) | None), "slow consumer closed with {code:?}");
     assert!(broker::metrics::METRICS.slow_consumers.get() >= 1);
     drain_publisher.abort();
     server.shutdown().await;
@@ -203,9 +206,10 @@ async fn one_broadcast_is_encoded_once_for_many_subscribers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn longpoll_sessions_count_against_capacity() {
+async fn longpoll_sessions_have_their_own_pool() {
     let mut config = Config::default();
     config.limits.max_connections = 2;
+    config.limits.longpoll_max_sessions = 1;
     let server = TestServer::start(config).await;
     let _ws = server.ws("vsn=2.0.0").await;
     let get = |addr: std::net::SocketAddr| async move {
@@ -220,5 +224,7 @@ async fn longpoll_sessions_count_against_capacity() {
     let second = get(server.addr).await;
     assert!(second.starts_with("HTTP/1.1 503"), "{second}");
     assert!(second.contains("capacity"), "{second}");
+    // The session took nothing from WebSocket capacity: a second socket still fits.
+    let _ws2 = server.ws("vsn=2.0.0").await;
     server.shutdown().await;
 }

@@ -25,6 +25,10 @@ struct Args {
     /// Address to listen on (port 0 = any free port; the bound address is printed).
     #[arg(long, env = "BROKER_LISTEN")]
     listen: Option<String>,
+    /// Serve /metrics and /health only on this separate address (port 0 = any; printed as
+    /// "admin listening on ADDR", the second stdout line).
+    #[arg(long, env = "BROKER_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
     /// Socket mount path (WebSocket at PATH/websocket, LongPoll at PATH/longpoll).
     #[arg(long, env = "BROKER_SOCKET_PATH")]
     socket_path: Option<String>,
@@ -77,6 +81,9 @@ fn build_config(args: &Args) -> Result<Config, String> {
     };
     if let Some(v) = &args.listen {
         c.listen = v.clone();
+    }
+    if let Some(v) = &args.admin_listen {
+        c.admin_listen = Some(v.clone());
     }
     if let Some(v) = &args.socket_path {
         c.socket_path = v.clone();
@@ -164,6 +171,9 @@ fn main() {
         };
         // The first stdout line is machine-readable: tests and scripts read the port from it.
         println!("listening on {}", server.local_addr());
+        if let Some(admin) = server.admin_addr() {
+            println!("admin listening on {admin}");
+        }
         let _ = std::io::stdout().flush();
         tracing::info!("demo page: http://{}/", server.local_addr());
         server.run_until(shutdown_signal()).await;

@@ -23,11 +23,29 @@ pub struct Row {
     pub verdict: Verdict,
 }
 
-pub fn parse_pct(s: &str) -> Result<f64, String> {
+/// A bad `--max-regression`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PctError {
+    NotANumber(String),
+    Negative(String),
+}
+
+impl std::fmt::Display for PctError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PctError::NotANumber(s) => write!(f, "bad percentage {s:?}"),
+            PctError::Negative(s) => write!(f, "negative percentage {s:?}"),
+        }
+    }
+}
+
+impl std::error::Error for PctError {}
+
+pub fn parse_pct(s: &str) -> Result<f64, PctError> {
     let t = s.trim().trim_end_matches('%');
-    let v: f64 = t.parse().map_err(|_| format!("bad percentage {s:?}"))?;
+    let v: f64 = t.parse().map_err(|_| PctError::NotANumber(s.to_string()))?;
     if v < 0.0 {
-        return Err(format!("negative percentage {s:?}"));
+        return Err(PctError::Negative(s.to_string()));
     }
     Ok(v)
 }
@@ -227,7 +245,8 @@ mod tests {
         assert_eq!(verdict(&rows, "other"), Verdict::Missing);
         assert_eq!(parse_pct("10%").unwrap(), 10.0);
         assert_eq!(parse_pct("2.5").unwrap(), 2.5);
-        assert!(parse_pct("x").is_err());
+        assert_eq!(parse_pct("x"), Err(PctError::NotANumber("x".into())));
+        assert_eq!(parse_pct("-1%").unwrap_err().to_string(), "negative percentage \"-1%\"");
         assert!(render(&rows, "base", "new").contains("missing"));
     }
 }

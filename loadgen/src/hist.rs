@@ -2,7 +2,8 @@
 //! worker processes can send them to the coordinator, which merges them once.
 
 use base64::Engine;
-use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
+use hdrhistogram::errors::AdditionError;
+use hdrhistogram::serialization::{DeserializeError, Deserializer, Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -37,11 +38,11 @@ impl Hist {
         V2DeflateSerializer::new().serialize(&self.0, &mut buf).expect("serialize histogram");
         base64::engine::general_purpose::STANDARD.encode(buf)
     }
-    pub fn from_base64(s: &str) -> Result<Hist, String> {
-        let bytes = base64::engine::general_purpose::STANDARD.decode(s).map_err(|e| e.to_string())?;
-        let h: Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).map_err(|e| format!("{e:?}"))?;
+    pub fn from_base64(s: &str) -> Result<Hist, HistDecodeError> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(s).map_err(HistDecodeError::Base64)?;
+        let h: Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).map_err(HistDecodeError::Hdr)?;
         let mut out = Hist::default();
-        out.0.add(&h).map_err(|e| format!("{e:?}"))?;
+        out.0.add(&h).map_err(HistDecodeError::Add)?;
         Ok(out)
     }
     /// Value at quantile q (0..=1), in µs; 0 if empty.
@@ -80,6 +81,27 @@ impl Hist {
         })
     }
 }
+
+/// A serialized histogram that does not decode.
+#[derive(Debug)]
+pub enum HistDecodeError {
+    Base64(base64::DecodeError),
+    Hdr(DeserializeError),
+    /// values outside the bounds every `Hist` has
+    Add(AdditionError),
+}
+
+impl std::fmt::Display for HistDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HistDecodeError::Base64(e) => write!(f, "{e}"),
+            HistDecodeError::Hdr(e) => write!(f, "{e:?}"),
+            HistDecodeError::Add(e) => write!(f, "{e:?}"),
+        }
+    }
+}
+
+impl std::error::Error for HistDecodeError {}
 
 impl Serialize for Hist {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -133,6 +155,8 @@ mod tests {
         let h2: Hist = serde_json::from_str(&s).unwrap();
         assert_eq!(h2.len(), 2);
         assert!(h2.0.max() >= MAX_US - MAX_US / 500);
+        assert!(matches!(Hist::from_base64("!"), Err(HistDecodeError::Base64(_))));
+        assert!(matches!(Hist::from_base64("AAAA"), Err(HistDecodeError::Hdr(_))));
         let empty = Hist::default();
         assert_eq!(empty.q(0.99), 0);
         assert_eq!(empty.summary_ms()["count"], 0);

@@ -2,18 +2,30 @@
 //!
 //! It speaks only the wire protocol (V2 JSON serializer over WebSocket), so it works against any
 //! Phoenix-compatible server. See `loadgen --help` and bench-results/README.md.
+//!
+//! Modules, from the bottom up (each uses only modules above it in this list):
+//!
+//! - leaves: [`error`], [`flags`], [`frame`], [`hist`], [`rng`], [`sysinfo`], [`result`],
+//!   [`compare`], [`summarize`];
+//! - [`engine`]: a worker's context, connection driver, run control and worker IPC;
+//!   [`local`]: per-connection accumulation of what is recorded per frame;
+//! - [`report`]: the JSON report (common part; a scenario adds its own);
+//! - [`scenario`]: the `Scenario` trait, the scenarios and their registry;
+//! - [`coord`]: runs any scenario (in process or as worker processes) and writes its report;
+//! - [`cli`]: the command line, whose scenario subcommands come from the registry.
 
 pub mod cli;
 pub mod compare;
 pub mod coord;
 pub mod engine;
+pub mod error;
+pub mod flags;
 pub mod frame;
 pub mod hist;
 pub mod local;
-pub mod presence;
-pub mod presence_sc;
-pub mod pubsub;
 pub mod report;
 pub mod result;
+pub mod rng;
+pub mod scenario;
 pub mod summarize;
 pub mod sysinfo;

@@ -167,7 +167,7 @@ impl Drop for ConnRec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pubsub::Rng;
+    use crate::rng::Rng;
 
     /// Reference: what the per-frame code did, everything into one result under one lock.
     fn record_direct(r: &mut WorkerResult, d: Delivery) {

@@ -1,20 +1,19 @@
 use clap::Parser;
 use loadgen::cli::{Cli, Cmd};
-use loadgen::coord::{coordinator_main, worker_main, Spec};
+use loadgen::coord::{coordinator_main, worker_main};
+use loadgen::error::ReportFileError;
 use loadgen::{compare, sysinfo};
+use serde_json::Value;
 use std::time::Duration;
 
 fn main() {
     let cli = Cli::parse();
-    let spec = match cli.cmd {
+    let scenario = match cli.cmd {
         Cmd::Compare(a) => std::process::exit(run_compare(&a)),
         Cmd::Summarize(a) => std::process::exit(run_summarize(&a)),
-        Cmd::Connect(a) => Spec::Connect(a),
-        Cmd::Fanout(a) => Spec::Fanout(a),
-        Cmd::Presence(a) => Spec::Presence(a),
-        Cmd::Chat(a) => Spec::Chat(a),
+        Cmd::Run(sc) => sc,
     };
-    let common = spec.common().clone();
+    let common = scenario.common().clone();
     sysinfo::raise_nofile();
     // overall deadline: every run ends by itself
     let deadline = common.deadline;
@@ -31,9 +30,9 @@ fn main() {
     let rt = rt.build().expect("tokio runtime");
     let code = rt.block_on(async move {
         if common.worker.is_some() {
-            worker_main(spec).await
+            worker_main(&*scenario).await
         } else {
-            coordinator_main(spec).await
+            coordinator_main(&*scenario).await
         }
     });
     rt.shutdown_timeout(Duration::from_secs(1));
@@ -41,11 +40,10 @@ fn main() {
 }
 
 fn run_compare(a: &loadgen::cli::CompareArgs) -> i32 {
-    let load = |p: &str| -> Result<serde_json::Value, String> {
-        let s = std::fs::read_to_string(p).map_err(|e| format!("{p}: {e}"))?;
-        let v: serde_json::Value = serde_json::from_str(&s).map_err(|e| format!("{p}: {e}"))?;
+    let load = |p: &str| -> Result<Value, ReportFileError> {
+        let v = read_json(p)?;
         if v["schema_version"].as_u64() != Some(1) {
-            return Err(format!("{p}: unsupported schema_version {}", v["schema_version"]));
+            return Err(ReportFileError::Schema { path: p.to_string(), found: v["schema_version"].to_string() });
         }
         Ok(v)
     };
@@ -80,11 +78,11 @@ fn run_compare(a: &loadgen::cli::CompareArgs) -> i32 {
 fn run_summarize(a: &loadgen::cli::SummarizeArgs) -> i32 {
     let mut reports = vec![];
     for p in &a.reports {
-        match std::fs::read_to_string(p).map_err(|e| e.to_string()).and_then(|s| serde_json::from_str::<serde_json::Value>(&s).map_err(|e| e.to_string())) {
+        match read_json(p) {
             Ok(v) if v["schema_version"].as_u64() == Some(1) && v["metrics"].is_object() => reports.push(v),
             Ok(_) => eprintln!("loadgen summarize: {p}: not a schema_version 1 report; skipped"),
             Err(e) => {
-                eprintln!("loadgen summarize: {p}: {e}");
+                eprintln!("loadgen summarize: {e}");
                 return 2;
             }
         }
@@ -105,4 +103,9 @@ fn run_summarize(a: &loadgen::cli::SummarizeArgs) -> i32 {
     }
     print!("{md}");
     0
+}
+
+fn read_json(path: &str) -> Result<Value, ReportFileError> {
+    let s = std::fs::read_to_string(path).map_err(|source| ReportFileError::Read { path: path.to_string(), source })?;
+    serde_json::from_str(&s).map_err(|source| ReportFileError::Json { path: path.to_string(), source })
 }

@@ -19,13 +19,17 @@ pub struct ServerSamples {
     pub end: Option<ProcSample>,
 }
 
-struct Metrics(Map<String, Value>);
+/// The `metrics` object of a report: name → {value, unit, better}.
+#[derive(Debug, Default)]
+pub struct Metrics(Map<String, Value>);
+
 impl Metrics {
-    fn put(&mut self, name: &str, value: f64, unit: &str, better: &str) {
+    pub fn put(&mut self, name: &str, value: f64, unit: &str, better: &str) {
         let v = if value.is_finite() { (value * 1000.0).round() / 1000.0 } else { 0.0 };
         self.0.insert(name.into(), json!({"value": v, "unit": unit, "better": better}));
     }
-    fn lat(&mut self, prefix: &str, h: Option<&Hist>, qs: &[(&str, f64)]) {
+    /// `{prefix}_{q}_ms` for each quantile, if the histogram has values.
+    pub fn lat(&mut self, prefix: &str, h: Option<&Hist>, qs: &[(&str, f64)]) {
         let Some(h) = h.filter(|h| !h.is_empty()) else { return };
         for (n, q) in qs {
             self.put(&format!("{prefix}_{n}_ms"), h.q(*q) as f64 / 1000.0, "ms", "lower");
@@ -33,122 +37,65 @@ impl Metrics {
     }
 }
 
-const Q_FULL: &[(&str, f64)] = &[("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999), ("max", 1.0)];
-const Q_SHORT: &[(&str, f64)] = &[("p50", 0.5), ("p99", 0.99), ("max", 1.0)];
+pub const Q_FULL: &[(&str, f64)] = &[("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999), ("max", 1.0)];
+pub const Q_SHORT: &[(&str, f64)] = &[("p50", 0.5), ("p99", 0.99), ("max", 1.0)];
 
 pub struct Built {
     pub report: Value,
     pub problems: Vec<String>,
 }
 
-pub fn build(
-    scenario: &str,
-    params: Value,
-    env: Value,
-    r: &WorkerResult,
-    t0_unix: u64,
-    started_at_unix: u64,
-    server: ServerSamples,
-    server_pid: Option<u32>,
-    duration_s: f64,
-) -> Built {
-    let mut m = Metrics(Map::new());
-    let mut problems = vec![];
+/// What the coordinator knows about a run besides its merged result.
+pub struct RunInfo<'a> {
+    /// scenario name (the report's `scenario`)
+    pub scenario: &'a str,
+    /// histogram shown per second in `timeline`
+    pub timeline_metric: &'a str,
+    pub params: Value,
+    pub env: Value,
+    pub t0_unix: u64,
+    pub started_at_unix: u64,
+    pub server: ServerSamples,
+    pub server_pid: Option<u32>,
+    pub duration_s: f64,
+}
+
+/// What a scenario adds to the report (see `scenario::Scenario::summarize`).
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub metrics: Metrics,
+    pub problems: Vec<String>,
+    /// Length of the measurement, seconds: go → drained, at least --duration.
+    pub measured_s: f64,
+    /// Server CPU per unit of the scenario's work: (metric name, units). Reported when the server
+    /// is sampled and units > 0.
+    pub server_cpu_per: Option<(&'static str, u64)>,
+}
+
+/// Build the report: the common metrics (connections, ramp, loadgen and server health), the
+/// scenario's part from `scenario_part`, histograms, timeline. Problems make the run not ok.
+pub fn build(run: RunInfo<'_>, r: &WorkerResult, scenario_part: impl FnOnce(&WorkerResult, &mut Summary)) -> Built {
+    let RunInfo { scenario, timeline_metric, params, env, t0_unix, started_at_unix, server, server_pid, duration_s } = run;
+    let mut s = Summary::default();
     let c = |n: &str| r.counter(n);
     let established = c("connections_established");
     let planned = c("connections_planned");
     let failed = c("connections_failed") + c("connections_join_failed");
-    m.put("connections_established", established as f64, "count", "higher");
-    m.put("connection_failures", failed as f64, "count", "lower");
+    s.metrics.put("connections_established", established as f64, "count", "higher");
+    s.metrics.put("connection_failures", failed as f64, "count", "lower");
     if failed > 0 || established < planned {
-        problems.push(format!("{} of {} connections not established+joined", planned - established.min(planned), planned));
+        s.problems.push(format!("{} of {} connections not established+joined", planned - established.min(planned), planned));
     }
     let ramp_done = r.marks.get("ramp_done_unix_us").copied().unwrap_or(t0_unix);
-    m.put("time_to_all_connected_s", ramp_done.saturating_sub(t0_unix) as f64 / 1e6, "s", "lower");
-    m.lat("connect", r.hists.get("connect"), Q_SHORT);
-    m.lat("join", r.hists.get("join"), Q_SHORT);
+    s.metrics.put("time_to_all_connected_s", ramp_done.saturating_sub(t0_unix) as f64 / 1e6, "s", "lower");
+    s.metrics.lat("connect", r.hists.get("connect"), Q_SHORT);
+    s.metrics.lat("join", r.hists.get("join"), Q_SHORT);
     let go = r.marks.get("go_unix_us").copied().unwrap_or(0);
     let drained = r.marks.get("drained_unix_us").copied().unwrap_or(0);
-    let measured_s = if go > 0 && drained > go { ((drained - go) as f64 / 1e6).max(duration_s) } else { duration_s };
+    s.measured_s = if go > 0 && drained > go { ((drained - go) as f64 / 1e6).max(duration_s) } else { duration_s };
 
-    let mut deliveries_for_cpu = 0u64;
-    match scenario {
-        "fanout" | "chat" => {
-            let expected = r.expected_deliveries();
-            let unique = r.unique_deliveries();
-            let lost = expected.saturating_sub(unique);
-            let unexpected = unique.saturating_sub(expected);
-            deliveries_for_cpu = unique;
-            m.put("sent", c("sent") as f64, "count", "info");
-            m.put("expected_deliveries", expected as f64, "count", "info");
-            m.put("deliveries", unique as f64, "count", "info");
-            m.put("deliveries_per_s", unique as f64 / measured_s.max(1e-9), "1/s", "higher");
-            m.put("lost", lost as f64, "count", "lower");
-            m.put("duplicated", c("duplicated") as f64, "count", "lower");
-            m.put("out_of_order", c("out_of_order") as f64, "count", "lower");
-            m.lat("delivery", r.hists.get("delivery"), Q_FULL);
-            m.lat("push_reply", r.hists.get("push_reply"), Q_SHORT);
-            // time until the last subscriber has each broadcast
-            let mut complete = Hist::default();
-            let mut incomplete = 0u64;
-            for (key, (mx, n)) in &r.msgs {
-                let stream = (key >> 32) as u32;
-                let subs = r
-                    .sent_per_stream
-                    .get(&stream)
-                    .and_then(|(t, _)| r.subs_per_topic.get(t))
-                    .copied()
-                    .unwrap_or(0);
-                if *n as u64 >= subs {
-                    complete.record(*mx);
-                } else {
-                    incomplete += 1;
-                }
-            }
-            m.lat("broadcast_complete", Some(&complete), Q_SHORT);
-            m.put("broadcasts_incomplete", incomplete as f64, "count", "lower");
-            if expected == 0 {
-                problems.push("no deliveries were expected (nothing published or nobody subscribed)".into());
-            }
-            if lost > 0 {
-                problems.push(format!("{lost} deliveries lost of {expected} expected"));
-            }
-            if unexpected > 0 {
-                problems.push(format!("{unexpected} deliveries more than expected"));
-            }
-            if c("duplicated") > 0 {
-                problems.push(format!("{} duplicated deliveries", c("duplicated")));
-            }
-            if c("out_of_order") > 0 {
-                problems.push(format!("{} out-of-order deliveries", c("out_of_order")));
-            }
-        }
-        "presence" => {
-            let diffs = c("presence_diff_frames_measured");
-            deliveries_for_cpu = diffs;
-            m.put("churn_ops", c("churn_ops") as f64, "count", "info");
-            m.put("presence_diff_frames_per_s", diffs as f64 / measured_s.max(1e-9), "1/s", "info");
-            m.lat("convergence", r.hists.get("convergence"), Q_FULL);
-            m.put("convergence_unresolved", c("convergence_unresolved") as f64, "count", "lower");
-            m.put("final_view_mismatches", c("final_view_mismatches") as f64, "count", "lower");
-            m.lat("presence_state", r.hists.get("presence_state"), Q_SHORT);
-            m.lat("ramp_presence_state", r.hists.get("ramp_presence_state"), Q_SHORT);
-            if let Some(h) = r.hists.get("presence_state_bytes").or(r.hists.get("ramp_presence_state_bytes")) {
-                m.put("presence_state_bytes_p50", h.q(0.5) as f64, "bytes", "info");
-                m.put("presence_state_bytes_max", h.q(1.0) as f64, "bytes", "info");
-            }
-            if c("convergence_unresolved") > 0 {
-                problems.push(format!("{} presence changes never converged", c("convergence_unresolved")));
-            }
-            if c("final_view_mismatches") > 0 {
-                problems.push(format!("{} observer views differ from the truth at the end", c("final_view_mismatches")));
-            }
-            if c("churn_ops") > 0 && r.hists.get("convergence").map(|h| h.is_empty()).unwrap_or(true) {
-                problems.push("churn happened but no convergence was measured".into());
-            }
-        }
-        _ => {}
-    }
+    scenario_part(r, &mut s);
+    let Summary { metrics: mut m, mut problems, server_cpu_per, .. } = s;
     for (k, v) in &r.errors {
         if k.starts_with("disconnected:") || k.starts_with("channel:") || k.starts_with("push:") || k.starts_with("frame:") || k.starts_with("presence:") {
             problems.push(format!("{v} × {k}"));
@@ -185,9 +132,8 @@ pub fn build(
         if let (Some(a), Some(b)) = (server.go, server.end) {
             let cpu = b.cpu_us.saturating_sub(a.cpu_us);
             m.put("server_measure_cpu_s", cpu as f64 / 1e6, "s", "info");
-            if deliveries_for_cpu > 0 {
-                let name = if scenario == "presence" { "server_cpu_us_per_diff_frame" } else { "server_cpu_us_per_delivery" };
-                m.put(name, cpu as f64 / deliveries_for_cpu as f64, "us", "lower");
+            if let Some((name, units)) = server_cpu_per.filter(|(_, n)| *n > 0) {
+                m.put(name, cpu as f64 / units as f64, "us", "lower");
             }
         }
         server_json = Value::Object(s);
@@ -223,7 +169,7 @@ pub fn build(
         "connections_per_source_ip": r.by_source_ip,
         "per_process": per_process,
         "server": server_json,
-        "timeline_metric": match scenario { "connect" => "connect_and_join", "presence" => "convergence", _ => "delivery" },
+        "timeline_metric": timeline_metric,
         "timeline": timeline,
         "marks_unix_us": r.marks,
     });
@@ -353,25 +299,42 @@ pub fn svg(report: &Value) -> String {
 mod tests {
     use super::*;
 
+    fn info(scenario: &str) -> RunInfo<'_> {
+        RunInfo {
+            scenario,
+            timeline_metric: "delivery",
+            params: json!({}),
+            env: json!({}),
+            t0_unix: 0,
+            started_at_unix: 0,
+            server: ServerSamples::default(),
+            server_pid: None,
+            duration_s: 1.0,
+        }
+    }
+
     #[test]
-    fn fanout_report_counts_loss() {
+    fn common_part_and_scenario_part() {
         let mut r = WorkerResult::default();
         r.add("connections_planned", 3);
-        r.add("connections_established", 3);
-        r.subs_per_topic.insert(0, 2);
-        r.sent_per_stream.insert(0, (0, 5));
-        r.add("deliveries", 9);
-        r.add("sent", 5);
+        r.add("connections_established", 2);
+        r.error("disconnected:closed_by_server");
         for s in 0..5u64 {
-            r.msgs.insert(s, (1000 + s, if s == 4 { 1 } else { 2 }));
             r.hist("delivery").record(1000);
             r.timeline_record(s as usize, 1000);
         }
-        let b = build("fanout", json!({}), json!({}), &r, 0, 0, ServerSamples::default(), None, 1.0);
-        assert_eq!(b.report["metrics"]["lost"]["value"], 1.0);
-        assert_eq!(b.report["metrics"]["broadcasts_incomplete"]["value"], 1.0);
+        let b = build(info("x"), &r, |r, s| {
+            assert_eq!(s.measured_s, 1.0);
+            s.metrics.put("mine", r.counter("connections_planned") as f64, "count", "info");
+            s.problems.push("scenario problem".into());
+        });
         assert_eq!(b.report["schema_version"], 1);
-        assert!(!b.problems.is_empty());
+        assert_eq!(b.report["scenario"], "x");
+        assert_eq!(b.report["timeline_metric"], "delivery");
+        assert_eq!(b.report["metrics"]["mine"]["value"], 3.0);
+        assert_eq!(b.report["metrics"]["connection_failures"]["value"], 0.0);
+        assert_eq!(b.problems, vec!["1 of 3 connections not established+joined", "scenario problem", "1 × disconnected:closed_by_server"]);
+        assert_eq!(b.report["timeline"].as_array().unwrap().len(), 5);
         assert!(table(&b.report).contains("PROBLEM"));
         let svg = svg(&b.report);
         assert!(svg.starts_with("<svg") && svg.contains("polyline"));

@@ -1,175 +1,21 @@
-//! The presence scenario: rooms of K members (presence key = connect param), churn by
-//! leave + rejoin, convergence of observers' phoenix.js-model views to the truth.
+//! A presence member's connection: the initial join, leave and rejoin on the churn driver's
+//! command, and (for observers) a phoenix.js Presence view whose changes complete convergence
+//! events. Members that are not observers only count `presence_diff` frames.
 
-use crate::engine::{classify, establish, heartbeat_timer, instant_at_unix, now_unix_us, uri_component, Conn, Ctx, Phase, Scenario, WsEvent};
+use super::model::{parse_diff, parse_presences, PresenceView};
+use super::rooms::{member_key, PresenceSc};
+use crate::engine::{classify, establish, heartbeat_timer, instant_at_unix, now_unix_us, uri_component, Conn, Ctx, Phase, WsEvent};
+use crate::error::ConnError;
 use crate::frame;
 use crate::local::ConnRec;
-use crate::presence::{parse_diff, parse_presences, PresenceView, Transition};
-use crate::pubsub::Rng;
 use futures_util::StreamExt;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-pub struct PresenceSc {
-    pub prefix: String,
-    pub key_param: String,
-    pub room_size: usize,
-    pub observers: usize,
-    pub churn_rate: f64,
-    pub rejoin_delay: Duration,
-    pub seed: u64,
-    /// global ids of this worker's rooms
-    pub rooms: Vec<u32>,
-    tracks: Vec<Mutex<RoomTrack>>,
-    senders: Mutex<Vec<Vec<mpsc::Sender<u64>>>>,
-    checks_expected: AtomicU64,
-    checks_done: AtomicU64,
-}
-
-#[derive(Default)]
-struct RoomTrack {
-    /// truth: member joined (as far as the load generator asked)
-    present: Vec<bool>,
-    /// member is leaving / rejoining
-    busy: Vec<bool>,
-    /// observer's view is synced (presence_state received for its current join)
-    established: Vec<bool>,
-    events: HashMap<(u32, bool), Ev>,
-}
-
-struct Ev {
-    t0_unix: u64,
-    pending: Vec<bool>,
-    remaining: u32,
-}
-
-pub fn member_key(room: u32, m: usize) -> String {
-    format!("u{room}-{m}")
-}
-
-fn parse_key(key: &str) -> Option<(u32, usize)> {
-    let (r, m) = key.strip_prefix('u')?.split_once('-')?;
-    Some((r.parse().ok()?, m.parse().ok()?))
-}
-
-impl RoomTrack {
-    fn start_event(&mut self, m: usize, join: bool, t0_unix: u64) -> Option<&'static str> {
-        let pending: Vec<bool> = self.established.iter().enumerate().map(|(o, e)| *e && o != m).collect();
-        let remaining = pending.iter().filter(|x| **x).count() as u32;
-        if remaining == 0 {
-            return Some("convergence_no_observers");
-        }
-        if self.events.insert((m as u32, join), Ev { t0_unix, pending, remaining }).is_some() {
-            return Some("convergence_superseded");
-        }
-        None
-    }
-
-    /// Observer `o` saw these transitions; returns (completed events' latency, event t0).
-    fn on_transitions(&mut self, room: u32, o: usize, ts: &[Transition], now_unix: u64) -> Vec<(u64, u64)> {
-        let mut done = vec![];
-        for (key, present) in ts {
-            let Some((r, m)) = parse_key(key) else { continue };
-            if r != room {
-                continue;
-            }
-            let k = (m as u32, *present);
-            let complete = match self.events.get_mut(&k) {
-                Some(ev) if ev.pending.get(o).copied().unwrap_or(false) => {
-                    ev.pending[o] = false;
-                    ev.remaining -= 1;
-                    ev.remaining == 0
-                }
-                _ => false,
-            };
-            if complete {
-                let ev = self.events.remove(&k).unwrap();
-                done.push((now_unix.saturating_sub(ev.t0_unix), ev.t0_unix));
-            }
-        }
-        done
-    }
-
-    /// Observer `o` stops observing (left or disconnected).
-    fn drop_observer(&mut self, o: usize) {
-        if o < self.established.len() {
-            self.established[o] = false;
-        }
-        self.events.retain(|_, ev| {
-            if ev.pending.get(o).copied().unwrap_or(false) {
-                ev.pending[o] = false;
-                ev.remaining -= 1;
-            }
-            ev.remaining > 0
-        });
-    }
-}
-
 impl PresenceSc {
-    pub fn new(
-        prefix: String,
-        key_param: String,
-        rooms_total: usize,
-        room_size: usize,
-        observers: usize,
-        churn_rate: f64,
-        rejoin_delay: Duration,
-        seed: u64,
-        worker: u32,
-        workers: u32,
-    ) -> Self {
-        let rooms: Vec<u32> = (0..rooms_total as u32).filter(|r| r % workers == worker).collect();
-        // at least one member per room can churn
-        let observers = observers.min(room_size.saturating_sub(1)).max(if room_size > 1 { 1 } else { 0 });
-        let tracks = rooms
-            .iter()
-            .map(|_| {
-                Mutex::new(RoomTrack {
-                    present: vec![false; room_size],
-                    busy: vec![false; room_size],
-                    established: vec![false; observers],
-                    events: HashMap::new(),
-                })
-            })
-            .collect();
-        PresenceSc {
-            prefix,
-            key_param,
-            room_size,
-            observers,
-            churn_rate,
-            rejoin_delay,
-            seed,
-            rooms,
-            tracks,
-            senders: Mutex::new(vec![]),
-            checks_expected: AtomicU64::new(0),
-            checks_done: AtomicU64::new(0),
-        }
-    }
-
-    fn track(&self, pos: usize) -> std::sync::MutexGuard<'_, RoomTrack> {
-        self.tracks[pos].lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn record_done(&self, ctx: &Ctx, done: Vec<(u64, u64)>, go_unix: u64) {
-        if done.is_empty() {
-            return;
-        }
-        let mut r = ctx.rec();
-        for (lat, t0) in done {
-            r.hist("convergence").record(lat);
-            r.add("convergence_events", 1);
-            if go_unix > 0 {
-                r.timeline_record((t0.saturating_sub(go_unix) / 1_000_000) as usize, lat);
-            }
-        }
-    }
-
-    async fn run_member(self: Arc<Self>, ctx: Arc<Ctx>, pos: usize, m: usize, slot: usize, mut rx: mpsc::Receiver<u64>) {
+    pub(super) async fn run_member(self: Arc<Self>, ctx: Arc<Ctx>, pos: usize, m: usize, slot: usize, mut rx: mpsc::Receiver<u64>) {
         let room = self.rooms[pos];
         let idx = room as usize * self.room_size + m;
         let key = member_key(room, m);
@@ -200,7 +46,7 @@ impl PresenceSc {
         let mut state_wait: Option<(Instant, bool)>; // until presence_state
         let mut join_deadline: Option<Instant>;
         let mut rejoin_at: Option<(Instant, u64)> = None;
-        let mut closed_reason: Option<String> = None;
+        let mut closed_reason: Option<ConnError> = None;
         let join_timeout = Duration::from_millis(ctx.common.join_timeout_ms);
 
         // initial join
@@ -431,103 +277,5 @@ impl PresenceSc {
         }
         lrec.flush();
         conn.close().await;
-    }
-}
-
-impl Scenario for PresenceSc {
-    fn spawn(self: Arc<Self>, ctx: &Arc<Ctx>, tasks: &mut tokio::task::JoinSet<()>) -> usize {
-        let mut senders = vec![];
-        let mut slot = 0;
-        // interleave rooms in the ramp so that every room fills at the same pace
-        let mut rxs: Vec<Vec<Option<mpsc::Receiver<u64>>>> = vec![];
-        for _ in 0..self.rooms.len() {
-            let mut tx_row = vec![];
-            let mut rx_row = vec![];
-            for _ in 0..self.room_size {
-                let (tx, rx) = mpsc::channel(2);
-                tx_row.push(tx);
-                rx_row.push(Some(rx));
-            }
-            senders.push(tx_row);
-            rxs.push(rx_row);
-        }
-        *self.senders.lock().unwrap() = senders;
-        for m in 0..self.room_size {
-            for pos in 0..self.rooms.len() {
-                let rx = rxs[pos][m].take().unwrap();
-                tasks.spawn(self.clone().run_member(ctx.clone(), pos, m, slot, rx));
-                slot += 1;
-            }
-        }
-        self.checks_expected.store(slot as u64, Relaxed);
-        slot
-    }
-
-    fn on_go(self: Arc<Self>, ctx: &Arc<Ctx>, tasks: &mut tokio::task::JoinSet<()>) {
-        let Phase::Go { at, unix_us } = *ctx.phase.borrow() else { return };
-        let rate = self.churn_rate / ctx.workers as f64;
-        if rate <= 0.0 || self.rooms.is_empty() || self.room_size <= self.observers {
-            return;
-        }
-        let ctx = ctx.clone();
-        let sc = self.clone();
-        tasks.spawn(async move {
-            let interval = Duration::from_secs_f64(1.0 / rate);
-            let end = at + Duration::from_secs_f64(ctx.common.duration);
-            let mut rng = Rng(sc.seed ^ 0xC0FFEE ^ ctx.worker as u64);
-            let mut n: u32 = 0;
-            loop {
-                let intended = at + interval * n;
-                if intended >= end {
-                    break;
-                }
-                n += 1;
-                tokio::time::sleep_until(intended.into()).await;
-                let intended_unix = unix_us + (intended - at).as_micros() as u64;
-                let pos = rng.below(sc.rooms.len());
-                let m = sc.observers + rng.below(sc.room_size - sc.observers);
-                let ok = {
-                    let mut t = sc.track(pos);
-                    if t.present[m] && !t.busy[m] {
-                        t.busy[m] = true;
-                        true
-                    } else {
-                        false
-                    }
-                };
-                let sent = ok && sc.senders.lock().unwrap()[pos][m].try_send(intended_unix).is_ok();
-                if ok && !sent {
-                    sc.track(pos).busy[m] = false;
-                }
-                ctx.rec().add(if sent { "churn_ops" } else { "churn_skipped_busy" }, 1);
-            }
-        });
-    }
-
-    fn drained(&self, _ctx: &Ctx) -> bool {
-        (0..self.tracks.len()).all(|p| {
-            let t = self.track(p);
-            t.events.is_empty() && !t.busy.iter().any(|b| *b)
-        })
-    }
-
-    fn wants_check(&self) -> bool {
-        true
-    }
-    fn check_done(&self) -> bool {
-        self.checks_done.load(Relaxed) >= self.checks_expected.load(Relaxed)
-    }
-
-    fn finish(&self, ctx: &Ctx) {
-        let mut unresolved = 0u64;
-        let mut pending_obs = 0u64;
-        for p in 0..self.tracks.len() {
-            let t = self.track(p);
-            unresolved += t.events.len() as u64;
-            pending_obs += t.events.values().map(|e| e.remaining as u64).sum::<u64>();
-        }
-        let mut r = ctx.rec();
-        r.add("convergence_unresolved", unresolved);
-        r.add("convergence_unresolved_observer_views", pending_obs);
     }
 }

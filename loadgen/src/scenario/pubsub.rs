@@ -1,23 +1,23 @@
-//! The connect, fanout and chat scenarios: connections join topics, some publish stamped
-//! payloads on an open-loop schedule, subscribers record every delivery.
+//! The pub/sub connection loop shared by the connect, fanout and chat scenarios: each
+//! connection joins its topics; publishers push stamped payloads on an open-loop schedule;
+//! subscribers record every delivery (latency, duplicates, order). A scenario differs only by
+//! the [`Role`]s it assigns and two [`PubSub`] switches. Also the delivery part of the report,
+//! shared by fanout and chat.
 
-use crate::engine::{self, classify, establish, heartbeat_timer, join_topics, now_unix_us, Conn, Ctx, Phase, Scenario, WsEvent};
+use crate::engine::{classify, establish, heartbeat_timer, join_topics, now_unix_us, phase_changed, Conn, Ctx, NextMsg, Phase, Workload, WsEvent};
+use crate::error::ConnError;
 use crate::frame::{self, Stamp};
+use crate::hist::Hist;
 use crate::local::{ConnRec, Delivery, NO_SEC};
-use crate::result::{Seen, Tracks};
+use crate::report::{Summary, Q_FULL, Q_SHORT};
+use crate::result::{Seen, Tracks, WorkerResult};
+use crate::rng::Rng;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Kind {
-    Connect,
-    Fanout,
-    Chat,
-}
-
+/// When a connection publishes.
 #[derive(Debug, Clone, Copy)]
 pub enum Sched {
     None,
@@ -27,6 +27,7 @@ pub enum Sched {
     Poisson(Duration),
 }
 
+/// One connection's plan: what it joins and what it publishes (assigned by the scenario).
 #[derive(Debug, Clone)]
 pub struct Role {
     /// global connection index
@@ -38,8 +39,8 @@ pub struct Role {
     pub sched: Sched,
 }
 
+/// The workload of a pub/sub scenario in one worker: its connections' roles and how they behave.
 pub struct PubSub {
-    pub kind: Kind,
     pub prefix: String,
     pub event: String,
     pub payload_bytes: usize,
@@ -47,72 +48,10 @@ pub struct PubSub {
     /// true when every publisher is in this process (exact drain check possible)
     pub all_local: bool,
     pub seed: u64,
-}
-
-/// Small deterministic RNG (splitmix64).
-#[derive(Clone)]
-pub struct Rng(pub u64);
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    /// uniform in [0, 1)
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-    pub fn exp(&mut self, mean: Duration) -> Duration {
-        mean.mul_f64(-(1.0 - self.unit()).ln())
-    }
-}
-
-/// Roles of the connect scenario.
-pub fn connect_roles(n: usize, joins: usize, topics: usize) -> Vec<Role> {
-    let topics = topics.max(1);
-    (0..n)
-        .map(|i| {
-            let mut ts: Vec<(u32, bool)> = (0..joins).map(|j| (((i * joins + j) % topics) as u32, false)).collect();
-            ts.sort();
-            ts.dedup();
-            Role { idx: i, topics: ts, streams: vec![], sched: Sched::None }
-        })
-        .collect()
-}
-
-/// Roles of the fanout scenario: subscribers 0..n (topic i mod T), publishers n..n+p.
-pub fn fanout_roles(n: usize, topics: usize, publishers: usize, rate: f64) -> Vec<Role> {
-    let t = topics.max(1);
-    let mut roles: Vec<Role> =
-        (0..n).map(|i| Role { idx: i, topics: vec![((i % t) as u32, true)], streams: vec![], sched: Sched::None }).collect();
-    let p = publishers;
-    for j in 0..p {
-        let mine: Vec<u32> =
-            if p <= t { (0..t).filter(|x| x % p == j).map(|x| x as u32).collect() } else { vec![(j % t) as u32] };
-        let interval = if rate > 0.0 { Duration::from_secs_f64(p as f64 / rate) } else { Duration::from_secs(3600) };
-        roles.push(Role {
-            idx: n + j,
-            topics: mine.iter().map(|&x| (x, false)).collect(),
-            streams: mine.iter().map(|&x| (x, (j * t) as u32 + x)).collect(),
-            sched: Sched::Fixed(interval),
-        });
-    }
-    roles
-}
-
-/// Roles of the chat scenario: member i of room i / K posts to its room (stream i).
-pub fn chat_roles(rooms: usize, size: usize, post_interval: Duration) -> Vec<Role> {
-    (0..rooms * size)
-        .map(|i| {
-            let r = (i / size.max(1)) as u32;
-            Role { idx: i, topics: vec![(r, true)], streams: vec![(r, i as u32)], sched: Sched::Poisson(post_interval) }
-        })
-        .collect()
+    /// the timeline is connect+join latency by ramp second (connect); else deliveries fill it
+    pub join_timeline: bool,
+    /// the drain waits for publishers and in-flight deliveries (fanout, chat); else it ends at once
+    pub drain_waits: bool,
 }
 
 /// Keep the roles of worker `w` of `n` (by global index).
@@ -229,7 +168,7 @@ impl PubSub {
         {
             let mut r = ctx.rec();
             r.hist("connect_and_join").record(intended.elapsed().as_micros() as u64);
-            if self.kind == Kind::Connect {
+            if self.join_timeline {
                 let sec = intended.saturating_duration_since(ctx.t0).as_secs() as usize;
                 r.timeline_record(sec, intended.elapsed().as_micros() as u64);
             }
@@ -264,7 +203,7 @@ impl PubSub {
         let mut end_at = Instant::now();
         let mut rr = 0usize;
         let mut seqs = vec![0u32; role.streams.len()];
-        let mut closed_reason: Option<String> = None;
+        let mut closed_reason: Option<ConnError> = None;
         // streams whose topic join failed are not published
         let streams: Vec<(u32, u32, String, Option<u64>)> = role
             .streams
@@ -384,23 +323,7 @@ impl PubSub {
     }
 }
 
-/// Wait for the next phase change, handing the receiver back.
-async fn phase_changed(mut rx: watch::Receiver<Phase>) -> (Result<(), watch::error::RecvError>, watch::Receiver<Phase>) {
-    let r = rx.changed().await;
-    (r, rx)
-}
-
-/// `ws.next()` under a name that reads well in select!.
-trait NextMsg {
-    fn next_msg(&mut self) -> futures_util::stream::Next<'_, engine::Ws>;
-}
-impl NextMsg for engine::Ws {
-    fn next_msg(&mut self) -> futures_util::stream::Next<'_, engine::Ws> {
-        futures_util::StreamExt::next(self)
-    }
-}
-
-impl Scenario for PubSub {
+impl Workload for PubSub {
     fn spawn(self: Arc<Self>, ctx: &Arc<Ctx>, tasks: &mut tokio::task::JoinSet<()>) -> usize {
         let n = self.roles.len();
         for (k, role) in self.roles.iter().cloned().enumerate() {
@@ -410,7 +333,7 @@ impl Scenario for PubSub {
     }
 
     fn drained(&self, ctx: &Ctx) -> bool {
-        if self.kind == Kind::Connect {
+        if !self.drain_waits {
             return true;
         }
         let publishers = self.roles.iter().filter(|r| !r.streams.is_empty() && !matches!(r.sched, Sched::None)).count() as u64;
@@ -425,5 +348,100 @@ impl Scenario for PubSub {
         // other processes publish too: stop after 1 s without deliveries
         let last = ctx.prog.last_delivery_us.get_max();
         now_unix_us().saturating_sub(last) > 1_000_000
+    }
+}
+
+/// The report part of fanout and chat: deliveries against what was expected (sent × joined
+/// subscribers), losses, duplicates, order, delivery and broadcast-complete latency.
+pub fn summarize_deliveries(r: &WorkerResult, out: &mut Summary) {
+    let c = |n: &str| r.counter(n);
+    let (m, problems) = (&mut out.metrics, &mut out.problems);
+    let expected = r.expected_deliveries();
+    let unique = r.unique_deliveries();
+    let lost = expected.saturating_sub(unique);
+    let unexpected = unique.saturating_sub(expected);
+    out.server_cpu_per = Some(("server_cpu_us_per_delivery", unique));
+    m.put("sent", c("sent") as f64, "count", "info");
+    m.put("expected_deliveries", expected as f64, "count", "info");
+    m.put("deliveries", unique as f64, "count", "info");
+    m.put("deliveries_per_s", unique as f64 / out.measured_s.max(1e-9), "1/s", "higher");
+    m.put("lost", lost as f64, "count", "lower");
+    m.put("duplicated", c("duplicated") as f64, "count", "lower");
+    m.put("out_of_order", c("out_of_order") as f64, "count", "lower");
+    m.lat("delivery", r.hists.get("delivery"), Q_FULL);
+    m.lat("push_reply", r.hists.get("push_reply"), Q_SHORT);
+    // time until the last subscriber has each broadcast
+    let mut complete = Hist::default();
+    let mut incomplete = 0u64;
+    for (key, (mx, n)) in &r.msgs {
+        let stream = (key >> 32) as u32;
+        let subs = r
+            .sent_per_stream
+            .get(&stream)
+            .and_then(|(t, _)| r.subs_per_topic.get(t))
+            .copied()
+            .unwrap_or(0);
+        if *n as u64 >= subs {
+            complete.record(*mx);
+        } else {
+            incomplete += 1;
+        }
+    }
+    m.lat("broadcast_complete", Some(&complete), Q_SHORT);
+    m.put("broadcasts_incomplete", incomplete as f64, "count", "lower");
+    if expected == 0 {
+        problems.push("no deliveries were expected (nothing published or nobody subscribed)".into());
+    }
+    if lost > 0 {
+        problems.push(format!("{lost} deliveries lost of {expected} expected"));
+    }
+    if unexpected > 0 {
+        problems.push(format!("{unexpected} deliveries more than expected"));
+    }
+    if c("duplicated") > 0 {
+        problems.push(format!("{} duplicated deliveries", c("duplicated")));
+    }
+    if c("out_of_order") > 0 {
+        problems.push(format!("{} out-of-order deliveries", c("out_of_order")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{build, RunInfo, ServerSamples};
+    use serde_json::json;
+
+    #[test]
+    fn delivery_report_counts_loss() {
+        let mut r = WorkerResult::default();
+        r.add("connections_planned", 3);
+        r.add("connections_established", 3);
+        r.subs_per_topic.insert(0, 2);
+        r.sent_per_stream.insert(0, (0, 5));
+        r.add("deliveries", 9);
+        r.add("sent", 5);
+        for s in 0..5u64 {
+            r.msgs.insert(s, (1000 + s, if s == 4 { 1 } else { 2 }));
+            r.hist("delivery").record(1000);
+            r.timeline_record(s as usize, 1000);
+        }
+        let info = RunInfo {
+            scenario: "fanout",
+            timeline_metric: "delivery",
+            params: json!({}),
+            env: json!({}),
+            t0_unix: 0,
+            started_at_unix: 0,
+            server: ServerSamples::default(),
+            server_pid: None,
+            duration_s: 1.0,
+        };
+        let b = build(info, &r, summarize_deliveries);
+        assert_eq!(b.report["metrics"]["lost"]["value"], 1.0);
+        assert_eq!(b.report["metrics"]["broadcasts_incomplete"]["value"], 1.0);
+        assert_eq!(b.report["metrics"]["deliveries_per_s"]["value"], 9.0);
+        assert_eq!(b.report["schema_version"], 1);
+        assert_eq!(b.problems, vec!["1 deliveries lost of 10 expected"]);
     }
 }

@@ -28,15 +28,15 @@ struct Entry {
 }
 
 /// Parse a presences map `{key: {"metas": [{"phx_ref": ..}, ..]}, ..}`.
-pub fn parse_presences(json: &str) -> Result<Presences, String> {
-    let m: BTreeMap<String, Entry> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+pub fn parse_presences(json: &str) -> Result<Presences, serde_json::Error> {
+    let m: BTreeMap<String, Entry> = serde_json::from_str(json)?;
     Ok(m.into_iter()
         .map(|(k, e)| (k, e.metas.into_iter().map(|m| m.phx_ref.unwrap_or_default()).collect()))
         .collect())
 }
 
 /// Parse a `presence_diff` payload `{"joins": {..}, "leaves": {..}}`.
-pub fn parse_diff(payload: &str) -> Result<Diff, String> {
+pub fn parse_diff(payload: &str) -> Result<Diff, serde_json::Error> {
     #[derive(Deserialize)]
     struct D<'a> {
         #[serde(borrow, default)]
@@ -44,7 +44,7 @@ pub fn parse_diff(payload: &str) -> Result<Diff, String> {
         #[serde(borrow, default)]
         leaves: Option<&'a RawValue>,
     }
-    let d: D = serde_json::from_str(payload).map_err(|e| e.to_string())?;
+    let d: D = serde_json::from_str(payload)?;
     Ok(Diff {
         joins: match d.joins { Some(j) => parse_presences(j.get())?, None => vec![] },
         leaves: match d.leaves { Some(l) => parse_presences(l.get())?, None => vec![] },

@@ -1,0 +1,218 @@
+//! What one worker process shares between its connection tasks and its run control: the
+//! context ([`Ctx`]: flags, target, phase, result), the live progress counters, and the clock
+//! helpers (intended times are Unix µs so that worker processes agree on them).
+
+use crate::error::SetupError;
+use crate::flags::{parse_source_ips, Common};
+use crate::result::WorkerResult;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+pub fn now_unix_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// The Instant corresponding to a Unix time in µs (same machine clock).
+pub fn instant_at_unix(us: u64) -> Instant {
+    let now_u = now_unix_us();
+    let now_i = Instant::now();
+    if us >= now_u {
+        now_i + Duration::from_micros(us - now_u)
+    } else {
+        now_i.checked_sub(Duration::from_micros(now_u - us)).unwrap_or(now_i)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Phase {
+    Ramp,
+    /// measurement phase starts at `at` (= `unix_us`)
+    Go { at: Instant, unix_us: u64 },
+    /// measurement and drain over: observers compare their views with the truth
+    Check,
+    /// measurement + drain over; connections close
+    Close,
+}
+
+/// A counter updated per received frame: one cache line per slot, each runtime thread adds to
+/// its own slot (no cache-line ping-pong between threads); readers sum the slots.
+#[derive(Default)]
+pub struct Striped([Slot; STRIPES]);
+
+const STRIPES: usize = 16;
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Slot(AtomicU64);
+
+fn stripe() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local!(static MINE: usize = (NEXT.fetch_add(1, Relaxed) as usize) % STRIPES);
+    MINE.with(|m| *m)
+}
+
+impl Striped {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0[stripe()].0.fetch_add(n, Relaxed);
+    }
+    /// Sum over the slots.
+    pub fn get(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Relaxed)).sum()
+    }
+    /// Keep a per-thread maximum (e.g. a time); [`Striped::get_max`] reads the overall one.
+    #[inline]
+    pub fn store_max(&self, v: u64) {
+        let s = &self.0[stripe()].0;
+        if s.load(Relaxed) < v {
+            s.store(v, Relaxed);
+        }
+    }
+    pub fn get_max(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Relaxed)).max().unwrap_or(0)
+    }
+}
+
+/// Live counters for the progress line.
+#[derive(Default)]
+pub struct Progress {
+    pub established: AtomicU64,
+    pub failed: AtomicU64,
+    pub settled: AtomicU64,
+    pub deliveries: Striped,
+    pub duplicated: Striped,
+    pub last_delivery_us: Striped,
+    pub sent: AtomicU64,
+    pub open: AtomicU64,
+    /// Publishing connections that are done publishing (past the end of the measurement, or
+    /// gone): the drain may only end early once every publisher is done, or a push scheduled
+    /// before the end but sent late would be cut off by the close.
+    pub publishers_done: AtomicU64,
+}
+
+pub struct Target {
+    pub addr: SocketAddr,
+    /// ws://host:port/path (no query)
+    pub url: String,
+}
+
+/// Parse `ws://host:port/path` and resolve host:port.
+pub async fn resolve_target(url: &str) -> Result<Target, SetupError> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| SetupError::UnsupportedUrl(url.to_string()))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let hp = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:80") };
+    let addr = tokio::net::lookup_host(&hp)
+        .await
+        .map_err(|source| SetupError::Resolve { host: hp.clone(), source })?
+        .find(|a| a.is_ipv4())
+        .ok_or_else(|| SetupError::NoIpv4 { host: hp.clone() })?;
+    let url = format!("ws://{hostport}{}", path.split('?').next().unwrap_or("/"));
+    Ok(Target { addr, url })
+}
+
+/// Query-string encoding of one component (encodeURIComponent).
+pub fn uri_component(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub struct Ctx {
+    pub common: Common,
+    pub target: Target,
+    pub src_ips: Vec<Ipv4Addr>,
+    pub ws_config: WebSocketConfig,
+    /// base query (connect params), each "k=v&"
+    pub base_query: String,
+    pub rec: Mutex<WorkerResult>,
+    pub prog: Progress,
+    pub phase: watch::Sender<Phase>,
+    pub t0: Instant,
+    pub t0_unix: u64,
+    pub ramp_deadline: Instant,
+    pub worker: u32,
+    pub workers: u32,
+}
+
+impl Ctx {
+    pub async fn new(common: Common, t0_unix: u64) -> Result<Arc<Ctx>, SetupError> {
+        let target = resolve_target(&common.url).await?;
+        let src_ips = match &common.source_ips {
+            Some(s) => parse_source_ips(s)?,
+            None => vec![],
+        };
+        let (worker, workers) = match &common.worker {
+            Some(w) => {
+                let (a, b) = w.split_once('/').ok_or(SetupError::BadWorker)?;
+                (a.parse().map_err(|_| SetupError::BadWorker)?, b.parse().map_err(|_| SetupError::BadWorker)?)
+            }
+            None => (0, 1),
+        };
+        let mut base_query = String::new();
+        for p in &common.params {
+            let (k, v) = p.split_once('=').ok_or_else(|| SetupError::BadParam(p.clone()))?;
+            base_query.push_str(&format!("{}={}&", uri_component(k), uri_component(v)));
+        }
+        // small buffers: one process holds ~19k sockets
+        let mut ws_config = WebSocketConfig::default();
+        ws_config.write_buffer_size = 0;
+        ws_config.max_write_buffer_size = 1 << 20;
+        ws_config.max_message_size = Some(64 << 20);
+        ws_config.max_frame_size = Some(64 << 20);
+        let t0 = instant_at_unix(t0_unix);
+        let ramp_deadline = t0 + Duration::from_secs_f64(common.ramp_timeout);
+        let (phase, _) = watch::channel(Phase::Ramp);
+        Ok(Arc::new(Ctx {
+            common,
+            target,
+            src_ips,
+            ws_config,
+            base_query,
+            rec: Mutex::new(WorkerResult::default()),
+            prog: Progress::default(),
+            phase,
+            t0,
+            t0_unix,
+            ramp_deadline,
+            worker,
+            workers,
+        }))
+    }
+
+    pub fn rec(&self) -> std::sync::MutexGuard<'_, WorkerResult> {
+        self.rec.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn src_ip(&self, global_idx: usize) -> Option<Ipv4Addr> {
+        if self.src_ips.is_empty() {
+            None
+        } else {
+            Some(self.src_ips[global_idx % self.src_ips.len()])
+        }
+    }
+
+    /// Intended start of the k-th local connection of the ramp (open loop).
+    pub fn ramp_slot(&self, k: usize) -> Instant {
+        let rate = (self.common.connect_rate / self.workers as f64).max(0.001);
+        self.t0 + Duration::from_secs_f64(k as f64 / rate)
+    }
+
+    pub fn heartbeat_period(&self) -> Duration {
+        Duration::from_secs_f64(self.common.heartbeat.max(0.1))
+    }
+}

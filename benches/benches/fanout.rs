@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use benches::{allocations, CountingAlloc, Subscribers};
 use broker::pubsub::{dispatch, Broadcast};
-use broker::serializer::{encode_broadcast, Payload, Serializer};
+use broker::protocol::{encode_broadcast, Payload, Serializer};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 

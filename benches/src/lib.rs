@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use broker::outbox::{Outbox, OutboxLimits};
 use broker::pubsub::{SubId, SubKind};
-use broker::serializer::{Frame, Serializer};
+use broker::protocol::{Frame, Serializer};
 
 /// Counts allocations (install with `#[global_allocator]`).
 pub struct CountingAlloc;

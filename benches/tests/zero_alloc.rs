@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use benches::{allocations, CountingAlloc, Subscribers};
 use broker::pubsub::{dispatch, Broadcast};
-use broker::serializer::Payload;
+use broker::protocol::Payload;
 use bytes::Bytes;
 
 #[global_allocator]

@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use broker::channel::{Info, PushFailed};
+use broker::channel::{Info, PushFailed, ShutdownReason};
 use broker::{Channel, ChannelContext, Config, ConnectError, ConnectInfo, Continue, Join, Payload, Reply, Router, SocketHandler, StopReason};
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -108,7 +108,7 @@ impl Channel for TestChannel {
             "noreply" => Reply::NoReply,
             "stop_normal" => Reply::stop(StopReason::Normal),
             "stop_shutdown_reply" => Reply::Stop {
-                reason: StopReason::Shutdown("x".into()),
+                reason: StopReason::Shutdown(ShutdownReason::App("x".into())),
                 reply: Some(("error".into(), Payload::json(&json!({"r": 1})))),
             },
             "stop_error" => Reply::stop(StopReason::Error("boom".into())),
@@ -177,7 +177,7 @@ impl Channel for TestChannel {
 
     async fn handle_info(&mut self, msg: Info, _ctx: &mut ChannelContext) -> Continue {
         match msg {
-            Info::Message(m) if m.downcast_ref::<&str>() == Some(&"stop") => Continue::Stop(StopReason::Shutdown("x".into())),
+            Info::Message(m) if m.downcast_ref::<&str>() == Some(&"stop") => Continue::Stop(StopReason::Shutdown(ShutdownReason::App("x".into()))),
             _ => Continue::Continue,
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::origin::{CheckOrigin, OriginEntry};
+use crate::protocol::origin::{CheckOrigin, OriginEntry};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -90,7 +90,7 @@ impl Config {
             return Err(format!("socket_path {:?} must start with '/' and not end with one", self.socket_path));
         }
         for p in self.presence.topics.iter().chain(self.channels.topics.iter()) {
-            crate::socket::TopicPattern::parse(p)?;
+            crate::protocol::TopicPattern::parse(p)?;
         }
         if let Some(a) = &self.admin_listen {
             a.parse::<std::net::SocketAddr>().map_err(|e| format!("admin_listen {a:?}: {e}"))?;
@@ -165,6 +165,19 @@ pub struct Limits {
     pub listen_backlog: u32,
     /// Pubsub and presence shards; 0 = one per core (see `pubsub` for why).
     pub shards: usize,
+    /// Commands queued per pubsub shard before publishers wait (backpressure instead of
+    /// unbounded memory): 65,536 covers a burst of broadcasts and subscriptions while a shard
+    /// fans out to tens of thousands of subscribers.
+    pub pubsub_queue: usize,
+    /// Commands queued per presence shard before callers wait: 16,384.
+    pub presence_queue: usize,
+    /// A channel's mailbox: client messages and intercepted broadcasts a channel may fall
+    /// behind by. Client messages beyond it make the connection's reader wait (backpressure);
+    /// intercepted broadcasts beyond it close the connection as a slow consumer. 1024.
+    pub channel_mailbox: usize,
+    /// Frames per `writev` (at most 1024, Linux's IOV_MAX): a write costs ~8 µs here whatever
+    /// its size, so batching is the difference between ~150k and millions of frames/s. 512.
+    pub iov_batch: usize,
     /// LongPoll `window_ms`: longest hold of a GET, and per-line dispatch limit of a POST.
     pub longpoll_window_ms: u64,
     /// LongPoll body limit in bytes (Phoenix's HTTP body read limit is ~8 MB): larger → 400.
@@ -210,6 +223,10 @@ impl Default for Limits {
             fd_reserve: 100,
             listen_backlog: 4096,
             shards: 0,
+            pubsub_queue: 65_536,
+            presence_queue: 16_384,
+            channel_mailbox: 1024,
+            iov_batch: 512,
             longpoll_window_ms: 10_000,
             longpoll_max_body: 8_000_000,
             longpoll_max_frames: 4096,
@@ -246,6 +263,10 @@ impl Limits {
             ("presence_max_meta_bytes", self.presence_max_meta_bytes),
             ("presence_max_state_bytes", self.presence_max_state_bytes),
             ("longpoll_max_frames", self.longpoll_max_frames),
+            ("pubsub_queue", self.pubsub_queue),
+            ("presence_queue", self.presence_queue),
+            ("channel_mailbox", self.channel_mailbox),
+            ("iov_batch", self.iov_batch),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("limits.{name} must be positive"));
@@ -257,6 +278,9 @@ impl Limits {
                 self.outbox_max_bytes,
                 self.envelope_bytes()
             ));
+        }
+        if self.iov_batch > 1024 {
+            return Err("limits.iov_batch must be at most 1024 (IOV_MAX)".into());
         }
         if self.outbound_budget_bytes < self.outbox_max_bytes {
             return Err("limits.outbound_budget_bytes must be at least limits.outbox_max_bytes".into());
@@ -278,6 +302,48 @@ impl Limits {
         }
     }
 }
+
+/// The limits sockets and channels apply, taken from [`Limits`] (whose fields carry the
+/// reasons).
+#[derive(Clone, Debug)]
+pub struct SocketLimits {
+    /// `max_channels_per_transport` (spec §2.9).
+    pub max_channels: usize,
+    /// Grace for a replaced channel to stop on a duplicate join before it is aborted (§4.7).
+    pub duplicate_join_grace: Duration,
+    /// Longest topic a client may join.
+    pub max_topic_bytes: usize,
+    /// Longest event in a client message.
+    pub max_event_bytes: usize,
+    /// Longest `ref` / `join_ref` in a client message.
+    pub max_ref_bytes: usize,
+    /// Largest frame an outbox accepts: a broadcast or push larger than this is refused at its
+    /// sender.
+    pub max_outbound_frame: usize,
+    /// A channel's mailbox bound.
+    pub mailbox: usize,
+}
+
+impl SocketLimits {
+    pub fn from_config(l: &Limits) -> SocketLimits {
+        SocketLimits {
+            max_channels: l.max_channels,
+            duplicate_join_grace: Duration::from_millis(l.duplicate_join_grace_ms),
+            max_topic_bytes: l.max_topic_bytes,
+            max_event_bytes: l.max_event_bytes,
+            max_ref_bytes: l.max_ref_bytes,
+            max_outbound_frame: l.outbox_max_bytes,
+            mailbox: l.channel_mailbox,
+        }
+    }
+}
+
+impl Default for SocketLimits {
+    fn default() -> SocketLimits {
+        SocketLimits::from_config(&Limits::default())
+    }
+}
+
 
 /// Standalone mode's built-in relay channel.
 #[derive(Clone, Debug, Deserialize)]

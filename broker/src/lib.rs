@@ -5,78 +5,95 @@
 //! broadcast is encoded once per serializer into one shared frame, and each subscriber costs a
 //! refcount and a queue push.
 //!
+//! ## Layers
+//!
+//! Dependencies point one way, top to bottom (`scripts/module-cycles.py` checks that no two
+//! files import each other, directly or around a loop):
+//!
+//! | folder / file | job |
+//! |---|---|
+//! | [`server`] | `Builder`, `Server` (accept loop, EMFILE backoff, drain), `BrokerHandle` |
+//! | [`transport`] | HTTP routing, the one connect step (origin, `vsn`, params, `connect`, a capacity permit), WebSocket upgrade + reader/writer, LongPoll |
+//! | [`standalone`] | the binary's relay channel (room for identity, webhooks, the HTTP API) |
+//! | [`socket`] | a connection's decisions: heartbeat, join, duplicate join, leave, routing; `SocketHandler`, `Router` |
+//! | [`channel`] | the app-facing `Channel` API, `ChannelContext`, the channel server task |
+//! | [`presence`] | presence shards over the [`tracker`] CRDT, snapshots for joiners |
+//! | [`pubsub`] | topic → subscribers, sharded by connection; the fan-out |
+//! | [`outbox`] | a connection's bounded queue; the process-wide outbound budget |
+//! | [`protocol`] | pure wire protocol: messages, serializers, frames, WebSocket framing, params, close reasons, topics, origins |
+//! | [`config`], [`metrics`] | every limit with its reason; counters |
+//!
 //! ## Map
 //!
 //! ```text
-//!             ┌────────── server (accept, EMFILE backoff, drain) ──────────┐
-//!  TCP ──────►│ http: /socket/websocket ─► handshake ─► transport (reader) │
-//!             │       /socket/longpoll  ─► longpoll (session task)         │
-//!             └──────────────────────────────┬─────────────────────────────┘
+//!             ┌────────── server (accept, EMFILE backoff, drain) ─────────────┐
+//!  TCP ──────►│ transport::http ─► websocket::upgrade ─► websocket (reader)   │
+//!             │      │             └── connect (origin, vsn, params,        │
+//!             │      └─► longpoll ───┘   app connect, capacity permit)      │
+//!             └──────────────────────────────┬────────────────────────────────┘
 //!                                            ▼
-//!                           socket: heartbeat, join, leave, routing
+//!                       socket: heartbeat, join, duplicate join, leave, routing
 //!                                            │ spawns / feeds
 //!                                            ▼
-//!            channel task (app's Channel: join, handle_in, handle_out, …)
+//!            channel::server task (app's Channel: join, handle_in, handle_out, …)
 //!                   │ broadcast                    │ push / reply
 //!                   ▼                              ▼
-//!    pubsub shards (one task per core) ──frame──► outbox ──► transport (writer, writev)
-//!                   ▲
+//!    pubsub shards (one task per core) ──frame──► outbox ──► websocket (writer, writev)
+//!                   ▲                                   └──► longpoll GET
 //!    presence shards (tracker CRDT) ── presence_diff
 //! ```
 //!
-//! **Join path.** [`http`] validates the upgrade (origin, auth token, subprotocols, `vsn`,
-//! [`socket::SocketHandler::connect`]) and answers 101; [`transport`] reads frames
-//! ([`ws::Decoder`]) and decodes messages ([`serializer`]); [`socket::Socket::handle`] answers
-//! heartbeats itself and, for `phx_join`, routes the topic ([`socket::Router`]) and spawns a
-//! channel task ([`channel`]). The task runs the app's `join`; on ok it subscribes to the topic
-//! in its connection's [`pubsub`] shard *carrying the join reply*, so the reply is queued before
-//! any broadcast can reach this subscriber; then `after_join` (track presence, push
-//! `presence_state`).
+//! **Join path.** [`transport::websocket::upgrade`] (or [`transport::longpoll`]) runs the
+//! connect step ([`transport::connect`]: origin, auth token, `vsn`, params, a place in the
+//! capacity pool held for the connection's life, [`socket::SocketHandler::connect`]) and
+//! answers 101; the reader ([`transport::websocket`]) decodes frames
+//! ([`protocol::ws::Decoder`]) and messages ([`protocol::serializer`]);
+//! [`socket::Socket::handle`] answers heartbeats itself and, for `phx_join`, routes the topic
+//! ([`socket::Router`]) and spawns a channel task ([`channel::server`]); a duplicate join hands
+//! the old incarnation to the new task, so the socket never waits. The task runs the app's
+//! `join`; on ok it subscribes to the topic in its connection's [`pubsub`] shard *carrying the
+//! join reply*, so the reply is queued before any broadcast can reach this subscriber; then
+//! `after_join` (track presence, push `presence_state`).
 //!
 //! **Publish path.** [`channel::ChannelContext::broadcast`] (or
 //! [`server::BrokerHandle::broadcast`] from outside) → [`pubsub::PubSub::broadcast`] sends one
 //! `Arc<Broadcast>` to every shard → each shard walks its subscribers of the topic and pushes
 //! the frame for the subscriber's serializer ([`pubsub::Broadcast::frame`], encoded once, on
-//! first use) onto the subscriber's [`outbox::Outbox`] → the connection's writer
-//! ([`transport`]) takes everything queued and writes it with one `writev`. Events a channel
-//! intercepts go to its task (`handle_out`) instead. A channel does not wait for its broadcast's
-//! fan-out: until its shard has processed it ([`pubsub::Ticket`]), the channel's own replies
-//! and pushes are queued behind it in that shard, so its socket still sees the broadcast first
-//! (spec §5.5). A multi-node bus plugs in at `PubSub::broadcast` (publish remotely, dispatch
-//! locally).
+//! first use) onto the subscriber's [`outbox::Outbox`] → the connection's writer takes
+//! everything queued and writes it with one `writev`. Events a channel intercepts go to its
+//! task (`handle_out`) instead. A channel does not wait for its broadcast's fan-out: until its
+//! shard has processed it ([`pubsub::Ticket`]), the channel's own replies and pushes are queued
+//! behind it in that shard, so its socket still sees the broadcast first (spec §5.5). A message
+//! larger than any outbox is refused here, at its sender. A multi-node bus plugs in at
+//! `PubSub::broadcast` (publish remotely, dispatch locally).
 //!
 //! **Presence path.** [`presence::Presence`] shards topics over tasks that own a
 //! [`tracker`] CRDT state each; a track/update/untrack yields a diff that is broadcast as
 //! `presence_diff` through the same publish path (optionally coalesced per topic over a
-//! window).
+//! window). Keys, metas and a topic's whole state are bounded.
 //!
 //! **Limits** live in [`config::Limits`], each with its reason. Every queue is bounded:
-//! outboxes (overflow → close 1008, counted), channel mailboxes, shard command queues
+//! outboxes (overflow → close 1008, counted), all outboxes together (the outbound budget
+//! closes the consumers stalled longest), channel mailboxes, shard command queues
 //! (backpressure on publishers).
 
 pub mod channel;
 pub mod config;
-pub mod http;
-pub mod longpoll;
 pub mod metrics;
-pub mod origin;
 pub mod outbox;
-pub mod params;
 pub mod presence;
+pub mod protocol;
 pub mod pubsub;
-pub mod relay;
-pub mod serializer;
 pub mod server;
 pub mod socket;
+pub mod standalone;
 pub mod transport;
-pub mod ws;
 
-pub use channel::{Channel, ChannelContext, Continue, Info, Join, Reply, SocketRef, StopReason};
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use channel::{Channel, ChannelContext, Continue, Info, Join, Reply, ShutdownReason, SocketRef, StopReason};
 pub use config::Config;
-pub use serializer::{Payload, Serializer};
+pub use protocol::{CloseReason, Payload, Serializer};
 pub use server::{BrokerHandle, Builder, Server};
 pub use socket::{ConnectError, ConnectInfo, Router, SocketHandler};
-pub use transport::close_code;
-
-/// Close code for a client whose outbox overflowed.
-pub const CLOSE_SLOW_CONSUMER: u16 = transport::close_code::SLOW_CONSUMER;

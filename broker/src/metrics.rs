@@ -40,6 +40,9 @@ impl Gauge {
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
 }
 
 pub struct Metrics {
@@ -66,6 +69,8 @@ pub struct Metrics {
     pub refused_messages: Counter,
     /// LongPoll session creations refused (per-address rate or session pool).
     pub longpoll_refused: Counter,
+    /// Bytes queued for clients, all outboxes together (set by the outbound budget's reaper).
+    pub outbound_queued_bytes: Gauge,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -89,6 +94,7 @@ pub static METRICS: Metrics = Metrics {
     budget_closes: Counter::new(),
     refused_messages: Counter::new(),
     longpoll_refused: Counter::new(),
+    outbound_queued_bytes: Gauge::new(),
 };
 
 impl Metrics {
@@ -101,7 +107,7 @@ impl Metrics {
         g("connections", "Open WebSocket connections.", self.connections.get());
         g("longpoll_sessions", "Live LongPoll sessions.", self.longpoll_sessions.get());
         g("channels", "Joined channels.", self.channels.get());
-        g("outbound_queued_bytes", "Bytes queued for clients (a shared frame counts in each queue).", crate::outbox::budget_used());
+        g("outbound_queued_bytes", "Bytes queued for clients (a shared frame counts in each queue).", self.outbound_queued_bytes.get());
         let counters: [(&str, &str, &Counter); 17] = [
             ("connections_total", "WebSocket connections accepted.", &self.connections_total),
             ("joins_total", "Successful joins.", &self.joins),

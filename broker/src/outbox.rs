@@ -6,8 +6,8 @@
 //! for a few instructions; nobody ever waits on a slow client.
 //!
 //! Bound: `max_frames` frames and `max_bytes` bytes. Overflow has one named outcome: the outbox
-//! is marked [`Overflow::SlowConsumer`], refuses further frames, and the connection closes with
-//! close code [`crate::CLOSE_SLOW_CONSUMER`]; the event is counted in [`crate::metrics`].
+//! is marked a slow consumer, refuses further frames, and the connection closes with
+//! [`crate::protocol::CloseReason::SlowConsumer`] (1008); the event is counted in [`crate::metrics`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::metrics::METRICS;
-use crate::serializer::Frame;
+use crate::protocol::Frame;
 
 /// Why a push was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -394,6 +394,7 @@ pub fn start_budget(config: BudgetConfig) {
         loop {
             tick.tick().await;
             NOW_MS.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+            METRICS.outbound_queued_bytes.set(budget_used());
             enforce_budget(config);
         }
     });
@@ -439,7 +440,7 @@ fn enforce_budget(config: BudgetConfig) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serializer::{Frame, Opcode};
+    use crate::protocol::{Frame, Opcode};
 
     fn frame(n: usize) -> Frame {
         Frame::from_body(Opcode::Text, &vec![b'a'; n])

@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::METRICS;
 use crate::outbox::{Outbox, PushError};
-use crate::serializer::{encode_broadcast, EncodeError, Frame, Payload, Serializer};
+use crate::protocol::{encode_broadcast, EncodeError, Frame, Payload, Serializer};
 
 /// Identifies one subscription owner (a channel incarnation, or a transport).
 pub type SubId = u64;
@@ -97,10 +97,6 @@ enum Command {
     Push { outbox: Arc<Outbox>, frames: Vec<Frame> },
 }
 
-/// Bound of each shard's command queue. Publishers wait (asynchronously) when a shard is this
-/// far behind: backpressure on producers instead of unbounded memory.
-const SHARD_QUEUE: usize = 65_536;
-
 /// One shard's command queue, with counters that let a sender learn, without waiting, whether
 /// the shard has processed a command it queued (see [`Ticket`]).
 struct ShardHandle {
@@ -136,12 +132,18 @@ pub struct PubSub {
 }
 
 impl PubSub {
-    /// Starts `shards` shard tasks on the current tokio runtime.
+    /// Starts `shards` shard tasks on the current tokio runtime, with the default queue bound.
     pub fn start(shards: usize) -> PubSub {
+        PubSub::start_with(shards, crate::config::Limits::default().pubsub_queue)
+    }
+
+    /// Starts `shards` shard tasks whose command queues hold `queue` commands each
+    /// (`Limits::pubsub_queue`): publishers wait when a shard is this far behind.
+    pub fn start_with(shards: usize, queue: usize) -> PubSub {
         let shards = shards.max(1);
         let handles: Vec<_> = (0..shards)
             .map(|_| {
-                let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+                let (tx, rx) = mpsc::channel(queue);
                 let processed = Arc::new(AtomicU64::new(0));
                 tokio::spawn(Shard::default().run(rx, processed.clone()));
                 ShardHandle { tx, enqueued: AtomicU64::new(0), processed }
@@ -428,10 +430,10 @@ mod tests {
     async fn subscribe_then_push_precedes_broadcasts_and_unsubscribe_then_push_follows() {
         let ps = PubSub::start(1);
         let a = outbox();
-        let reply = Frame::from_body(crate::serializer::Opcode::Text, b"reply");
+        let reply = Frame::from_body(crate::protocol::Opcode::Text, b"reply");
         ps.subscribe(0, "t".into(), 1, fastlane(&a, Serializer::V2), vec![reply]).await;
         ps.local_broadcast(Arc::new(Broadcast::new("t", "e", Payload::empty_object())), None, None).await;
-        let close = Frame::from_body(crate::serializer::Opcode::Text, b"close");
+        let close = Frame::from_body(crate::protocol::Opcode::Text, b"close");
         ps.unsubscribe(0, "t".into(), 1, Some((a.clone(), vec![close]))).await;
         ps.local_broadcast(Arc::new(Broadcast::new("t", "e2", Payload::empty_object())), None, Some(0)).await;
         assert_eq!(drain(&a), vec!["reply", r#"[null,null,"t","e",{}]"#, "close"]);
@@ -443,7 +445,7 @@ mod tests {
         let a = outbox();
         ps.subscribe(1, "t".into(), 1, fastlane(&a, Serializer::V2), vec![]).await;
         let ticket = ps.broadcast_queued(Broadcast::new("t", "first", Payload::empty_object()), None, 1).await;
-        let reply = Frame::from_body(crate::serializer::Opcode::Text, b"reply");
+        let reply = Frame::from_body(crate::protocol::Opcode::Text, b"reply");
         if ps.is_done(&ticket) {
             a.push(reply).unwrap();
         } else {

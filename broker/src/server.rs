@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,42 +11,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
-use crate::config::Config;
-use crate::longpoll::LongPoll;
+use crate::channel::ChannelEnv;
+use crate::config::{Config, SocketLimits};
 use crate::metrics::METRICS;
-use crate::origin::CheckOrigin;
-use crate::presence::{Fetch, Presence, PresenceOptions};
+use crate::presence::{Fetch, Presence, PresenceLimits, PresenceOptions};
+use crate::protocol::Payload;
 use crate::pubsub::{Broadcast, PubSub};
-use crate::serializer::Payload;
-use crate::socket::{AllowAll, Endpoint, Router, SocketHandler, SocketLimits};
-
-/// Shared by every connection of a server.
-pub struct ServerState {
-    pub config: Arc<Config>,
-    pub endpoint: Arc<Endpoint>,
-    pub check_origin: CheckOrigin,
-    pub local_addr: SocketAddr,
-    pub max_connections: usize,
-    /// LongPoll sessions at most (their own pool: see `Limits::longpoll_max_sessions`).
-    pub max_longpoll_sessions: usize,
-    pub longpoll: LongPoll,
-    /// Open WebSocket connections of this server (the capacity check; METRICS has the
-    /// process-wide gauge).
-    pub open_connections: std::sync::atomic::AtomicUsize,
-    shutdown: watch::Sender<bool>,
-    conn_ids: AtomicU64,
-}
-
-impl ServerState {
-    pub fn next_conn_id(&self) -> u64 {
-        self.conn_ids.fetch_add(1, Ordering::Relaxed)
-    }
-    pub fn shutdown_rx(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
-    }
-}
+use crate::socket::{AllowAll, Endpoint, Router, SocketHandler};
+use crate::transport::ServerState;
 
 /// Builds a server: configuration, channel routes and the socket handler.
 pub struct Builder {
@@ -105,7 +77,8 @@ impl Builder {
             min_stall: Duration::from_millis(self.config.limits.outbound_stall_ms),
         });
         let shards = self.config.limits.shard_count();
-        let pubsub = PubSub::start(shards);
+        let limits = &self.config.limits;
+        let pubsub = PubSub::start_with(shards, limits.pubsub_queue);
         let presence = Presence::start_with(
             pubsub.clone(),
             PresenceOptions {
@@ -114,10 +87,11 @@ impl Builder {
                 coalesce_min_members: self.config.presence.coalesce_min_members,
                 fetch: self.presence_fetch,
                 node: self.config.node_name.clone(),
-                limits: crate::presence::PresenceLimits {
-                    max_key_bytes: self.config.limits.presence_max_key_bytes,
-                    max_meta_bytes: self.config.limits.presence_max_meta_bytes,
-                    max_state_bytes: self.config.limits.presence_max_state_bytes,
+                limits: PresenceLimits {
+                    max_key_bytes: limits.presence_max_key_bytes,
+                    max_meta_bytes: limits.presence_max_meta_bytes,
+                    max_state_bytes: limits.presence_max_state_bytes,
+                    queue: limits.presence_queue,
                 },
             },
         );
@@ -127,28 +101,11 @@ impl Builder {
         } else {
             (soft_limit as usize).saturating_sub(limits.fd_reserve).max(1)
         };
-        let max_longpoll_sessions = if limits.longpoll_max_sessions > 0 { limits.longpoll_max_sessions } else { max_connections };
-        let endpoint = Arc::new(Endpoint {
-            router: self.router,
-            handler: self.handler,
-            pubsub,
-            presence,
-            limits: SocketLimits::from_config(limits),
-        });
+        let max_sessions = if limits.longpoll_max_sessions > 0 { limits.longpoll_max_sessions } else { max_connections };
+        let env = Arc::new(ChannelEnv { pubsub, presence, limits: SocketLimits::from_config(limits) });
+        let endpoint = Arc::new(Endpoint { router: self.router, handler: self.handler, env });
         let check_origin = self.config.check_origin().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let (shutdown, _) = watch::channel(false);
-        let state = Arc::new(ServerState {
-            config: Arc::new(self.config),
-            endpoint,
-            check_origin,
-            local_addr,
-            max_connections,
-            max_longpoll_sessions,
-            longpoll: LongPoll::default(),
-            open_connections: Default::default(),
-            shutdown,
-            conn_ids: AtomicU64::new(1),
-        });
+        let state = Arc::new(ServerState::new(self.config, endpoint, check_origin, local_addr, max_connections, max_sessions));
         Ok(Server { listener, admin, state })
     }
 }
@@ -215,9 +172,9 @@ impl Server {
 
     pub fn handle(&self) -> BrokerHandle {
         BrokerHandle {
-            pubsub: self.state.endpoint.pubsub.clone(),
-            presence: self.state.endpoint.presence.clone(),
-            max_frame: self.state.endpoint.limits.max_outbound_frame,
+            pubsub: self.state.endpoint.env.pubsub.clone(),
+            presence: self.state.endpoint.env.presence.clone(),
+            max_frame: self.state.endpoint.env.limits.max_outbound_frame,
         }
     }
 
@@ -257,10 +214,10 @@ impl Server {
         if let Some(t) = admin_task {
             t.abort();
         }
-        let _ = state.shutdown.send(true);
+        state.begin_shutdown();
         let grace = Duration::from_millis(state.config.limits.shutdown_grace_ms);
         let deadline = tokio::time::Instant::now() + grace;
-        while (state.open_connections.load(Ordering::Relaxed) > 0 || state.longpoll.len() > 0)
+        while (state.connections.open() > 0 || state.sessions.open() > 0)
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -272,7 +229,7 @@ async fn serve_connection(state: Arc<ServerState>, tcp: TcpStream, peer: SocketA
     let _ = tcp.set_nodelay(true);
     let io = TokioIo::new(tcp);
     let svc_state = state.clone();
-    let svc = service_fn(move |req| crate::http::handle(svc_state.clone(), req, peer));
+    let svc = service_fn(move |req| crate::transport::http::handle(svc_state.clone(), req, peer));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(state.config.limits.http_header_timeout_ms))
@@ -292,7 +249,7 @@ async fn serve_admin(listener: TcpListener, state: Arc<ServerState>) {
         };
         let timeout = Duration::from_millis(state.config.limits.http_header_timeout_ms);
         tokio::spawn(async move {
-            let svc = service_fn(crate::http::handle_admin);
+            let svc = service_fn(crate::transport::http::handle_admin);
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout)

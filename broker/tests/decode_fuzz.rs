@@ -2,8 +2,8 @@
 //! arbitrary input never panics the frame or message decoders, and well-formed frames decode
 //! to what was sent.
 
-use broker::serializer::{decode_binary, decode_text, Serializer};
-use broker::ws::{client_frame, Decoder, WsEvent};
+use broker::protocol::{decode_binary, decode_text, Serializer};
+use broker::protocol::ws::{client_frame, Decoder, WsEvent};
 use bytes::Bytes;
 use proptest::prelude::*;
 

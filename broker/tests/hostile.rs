@@ -3,6 +3,9 @@
 //! RSS is the broker's own). After every attack a bystander on another topic must still get
 //! its replies and broadcasts, the process must be alive, and its RSS within a bound. Every
 //! loop is bounded in count and time.
+//!
+//! One file over ~600 lines: the attacks share one harness (a broker process, raw HTTP, a
+//! minimal client that can stop reading, a bystander), and each attack is one test.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
@@ -199,7 +202,7 @@ impl Client {
     }
 
     async fn send_text(&mut self, text: &str) {
-        let frame = broker::ws::client_frame(1, true, text.as_bytes(), [7, 1, 3, 9]);
+        let frame = broker::protocol::ws::client_frame(1, true, text.as_bytes(), [7, 1, 3, 9]);
         self.send_raw(&frame).await;
     }
 
@@ -647,7 +650,7 @@ async fn invalid_close_codes_are_answered_with_1002() {
     ] {
         let mut c = Client::connect(b.addr, "vsn=2.0.0").await;
         let body = sent.map(|c: u16| c.to_be_bytes().to_vec()).unwrap_or_default();
-        c.send_raw(&broker::ws::client_frame(8, true, &body, [1, 2, 3, 4])).await;
+        c.send_raw(&broker::protocol::ws::client_frame(8, true, &body, [1, 2, 3, 4])).await;
         assert_eq!(c.close_code().await, Some(expected), "client sent {sent:?}");
     }
     b.assert_alive();
@@ -680,19 +683,19 @@ async fn malformed_frames_close_with_their_codes_and_hurt_no_one() {
     let mut b = Broker::start(DEFAULTS, &[]);
     let mut by = Bystander::start(b.addr).await;
     let m = [9, 9, 9, 9];
-    let mut too_big = broker::ws::client_frame(1, true, b"", m);
+    let mut too_big = broker::protocol::ws::client_frame(1, true, b"", m);
     too_big[1] = 0x80 | 127;
     too_big.splice(2..2, (20_000_000u64).to_be_bytes());
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("unmasked", vec![0x81, 0x02, b'h', b'i'], 1002),
-        ("reserved bit", broker::ws::client_frame(0x41, true, b"x", m), 1002),
-        ("unknown opcode", broker::ws::client_frame(3, true, b"", m), 1002),
-        ("fragmented control", broker::ws::client_frame(9, false, b"", m), 1002),
-        ("bad utf-8", broker::ws::client_frame(1, true, &[0xff, 0xfe], m), 1007),
+        ("reserved bit", broker::protocol::ws::client_frame(0x41, true, b"x", m), 1002),
+        ("unknown opcode", broker::protocol::ws::client_frame(3, true, b"", m), 1002),
+        ("fragmented control", broker::protocol::ws::client_frame(9, false, b"", m), 1002),
+        ("bad utf-8", broker::protocol::ws::client_frame(1, true, &[0xff, 0xfe], m), 1007),
         ("too big", too_big, 1009),
-        ("not json", broker::ws::client_frame(1, true, b"{nope", m), 1011),
-        ("wrong shape", broker::ws::client_frame(1, true, b"[1,2]", m), 1011),
-        ("binary unknown kind", broker::ws::client_frame(2, true, &[9, 0, 0], m), 1011),
+        ("not json", broker::protocol::ws::client_frame(1, true, b"{nope", m), 1011),
+        ("wrong shape", broker::protocol::ws::client_frame(1, true, b"[1,2]", m), 1011),
+        ("binary unknown kind", broker::protocol::ws::client_frame(2, true, &[9, 0, 0], m), 1011),
     ];
     for (name, frame, code) in cases {
         let mut c = Client::connect(b.addr, "vsn=2.0.0").await;

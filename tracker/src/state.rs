@@ -1,4 +1,9 @@
 //! The replica state and its operations (spec §8.3-§8.8).
+//!
+//! Longer than the ~600-line guideline on purpose: one data structure whose invariants (values,
+//! clouds, context and delta kept consistent) span every operation, mirroring
+//! Phoenix.Tracker.State function by function; split across files, each invariant would have
+//! to be re-read in several places.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;

@@ -1,4 +1,7 @@
 //! Unit tests of every operation of the state (spec §8.3-§8.8).
+//!
+//! One file over ~600 lines: one test per operation and edge case of `state.rs`, in the same
+//! order, so a reader can walk both side by side.
 
 mod common;
 

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use broker::config::{CheckOriginSetting, Config};
-use broker::relay::RelayPolicy;
+use broker::standalone::relay::RelayPolicy;
 use clap::Parser;
 
 #[global_allocator]

@@ -1,5 +1,5 @@
 //! The WebSocket layer (RFC 6455) the server needs: the handshake accept key and a decoder for
-//! client frames. The write side is [`crate::serializer::Frame`]: frames are pre-encoded once
+//! client frames. The write side is [`crate::protocol::Frame`]: frames are pre-encoded once
 //! and shared, which is why this is not delegated to tungstenite (its sink copies every message
 //! into a per-connection buffer and its default 128 KiB read buffer costs ~138 KB per idle
 //! connection). Pure code: bytes in, events out; fuzzed by `fuzz/`.
@@ -11,12 +11,6 @@ use sha1::{Digest, Sha1};
 /// Is this a valid `Sec-WebSocket-Key`: base64 of 16 bytes (RFC 6455 §4.1)?
 pub fn valid_key(key: &[u8]) -> bool {
     key.len() == 24 && base64::engine::general_purpose::STANDARD.decode(key).is_ok_and(|k| k.len() == 16)
-}
-
-/// RFC 6455 §7.4: close codes a peer may send in a close frame. 1004-1006 and 1015 are
-/// reserved (never on the wire), below 1000 and 1016-2999 are unassigned, 5000+ are invalid.
-pub fn valid_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
@@ -50,11 +44,12 @@ pub enum WsError {
 }
 
 impl WsError {
-    pub fn close_code(self) -> u16 {
+    /// How the server closes the connection for it.
+    pub fn close_reason(self) -> super::CloseReason {
         match self {
-            WsError::Protocol => 1002,
-            WsError::InvalidUtf8 => 1007,
-            WsError::TooBig => 1009,
+            WsError::Protocol => super::CloseReason::ProtocolError,
+            WsError::InvalidUtf8 => super::CloseReason::InvalidUtf8,
+            WsError::TooBig => super::CloseReason::TooBig,
         }
     }
 }
@@ -247,17 +242,11 @@ mod tests {
     }
 
     #[test]
-    fn keys_and_close_codes() {
+    fn keys() {
         assert!(valid_key(b"dGhlIHNhbXBsZSBub25jZQ=="));
         assert!(!valid_key(b"short"));
         assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZQ!!"));
         assert!(!valid_key(b"dGhlIHNhbXBsZSBub25jZSBz")); // 18 bytes
-        for ok in [1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4999] {
-            assert!(valid_close_code(ok), "{ok}");
-        }
-        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
-            assert!(!valid_close_code(bad), "{bad}");
-        }
     }
 
     #[test]

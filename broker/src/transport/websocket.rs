@@ -1,10 +1,11 @@
-//! The WebSocket transport: after the 101, one connection = two tasks.
+//! The WebSocket transport: the upgrade ([`upgrade`], spec §2.5), then one connection = two
+//! tasks.
 //!
-//! * The **reader** owns the [`Socket`]: it reads bytes, decodes frames ([`crate::ws`]) and
-//!   messages ([`crate::serializer`]), hands them to the socket, and watches the idle timeout,
+//! * The **reader** owns the [`Socket`]: it reads bytes, decodes frames ([`crate::protocol::ws`]) and
+//!   messages ([`crate::protocol::serializer`]), hands them to the socket, and watches the idle timeout,
 //!   the socket's control messages (`disconnect`) and server shutdown (drain).
 //! * The **writer** drains the [`Outbox`] and writes *everything queued* with vectored writes
-//!   (one `writev` for up to [`IOV_BATCH`] frames: a write costs ~8 µs here whatever its size, so
+//!   (one `writev` for up to `Limits::iov_batch` frames: a write costs ~8 µs here whatever its size, so
 //!   batching is the difference between ~150k and millions of frames/s). It is never blocked by
 //!   the reader, so slow app code cannot stall deliveries.
 //!
@@ -14,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,37 +26,151 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::channel::StopReason;
+use base64::Engine as _;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+
+use super::connect::{self, header_str, text, Body, Connected, Refused};
+use super::state::ServerState;
+use crate::channel::{ShutdownReason, StopReason};
 use crate::config::Limits;
 use crate::metrics::METRICS;
-use crate::outbox::{Outbox, Status};
-use crate::serializer::{decode_binary, decode_text, Frame, Opcode};
-use crate::socket::Socket;
-use crate::ws::{Decoder, WsEvent};
+use crate::outbox::{Outbox, OutboxLimits, Status};
+use crate::protocol::ws::{Decoder, WsEvent};
+use crate::protocol::{decode_binary, decode_text, CloseReason, Frame, Opcode};
+use crate::protocol::Transport;
+use crate::socket::{Socket, SocketParams};
 
-/// Frames per `writev` (Linux IOV_MAX is 1024).
-pub const IOV_BATCH: usize = 512;
-
-/// Close codes the server sends (spec §2.6, gotcha 1: never 1000 when the client should come
-/// back).
-pub mod close_code {
-    /// `"disconnect"` broadcast to the socket id; idle timeout.
-    pub const GOING_AWAY: u16 = 1001;
-    /// Outbox overflow: the client does not read fast enough.
-    pub const SLOW_CONSUMER: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    /// Undecodable frame (Phoenix's socket crash).
-    pub const INTERNAL_ERROR: u16 = 1011;
-    /// Drain on shutdown.
-    pub const RESTART: u16 = 1012;
-}
+/// Linux IOV_MAX: the most slices one `writev` takes (`Limits::iov_batch` is at most this).
+const IOV_MAX: usize = 1024;
 
 /// Why the reader stopped.
 enum Ending {
-    /// We close: code, reason, the reason channels get, and whether queued frames are flushed.
-    Close(u16, &'static str, StopReason),
+    /// We close, for this reason; channels stop with the given reason.
+    Close(CloseReason, StopReason),
     /// The client closed (close frame or EOF) or the socket failed.
     Gone,
+}
+
+const TOKEN_PREFIX: &str = "base64url.bearer.phx.";
+
+fn empty(status: StatusCode) -> Response<Body> {
+    text(status, "")
+}
+
+/// Answers a request to `P/websocket`: the handshake (spec §2.5), then a connection task.
+/// Every refusal is an HTTP status with a short text body (403 stays empty, as in Phoenix).
+pub async fn upgrade(state: Arc<ServerState>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    if req.method() != Method::GET {
+        return empty(StatusCode::BAD_REQUEST);
+    }
+    if let Err(r) = connect::check_origin(&state, &req) {
+        return refused(r);
+    }
+
+    // Auth token side channel and subprotocol negotiation (spec §2.4).
+    let mut offered: Option<Vec<String>> = header_str(&req, "sec-websocket-protocol")
+        .map(|h| h.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect());
+    let mut auth_token = None;
+    if state.config.auth_token {
+        if let Some(list) = &mut offered {
+            let tokens: Vec<usize> = list.iter().enumerate().filter(|(_, p)| p.starts_with(TOKEN_PREFIX)).map(|(i, _)| i).collect();
+            if let [i] = tokens[..] {
+                let encoded = list.remove(i);
+                let raw = encoded[TOKEN_PREFIX.len()..].trim_end_matches('=');
+                match base64::engine::general_purpose::STANDARD_NO_PAD.decode(raw) {
+                    Ok(bytes) => auth_token = Some(String::from_utf8_lossy(&bytes).into_owned()),
+                    Err(_) => return text(StatusCode::BAD_REQUEST, "invalid auth token encoding"),
+                }
+            }
+        }
+    }
+    let mut chosen_protocol = None;
+    let allowed: Option<Vec<&str>> = (state.config.auth_token || !state.config.subprotocols.is_empty())
+        .then(|| std::iter::once("phoenix").chain(state.config.subprotocols.iter().map(String::as_str)).collect());
+    if let (Some(list), Some(allowed)) = (&offered, &allowed) {
+        match allowed.iter().find(|a| list.iter().any(|o| o == *a)) {
+            Some(p) => chosen_protocol = Some(p.to_string()),
+            None if list.is_empty() => {}
+            None => return empty(StatusCode::FORBIDDEN),
+        }
+    }
+
+    let c = match connect::connect(&state, &req, peer, Transport::WebSocket, auth_token).await {
+        Ok(c) => c,
+        Err(r) => return refused(r),
+    };
+
+    // Upgrade validation (after connect, as in Phoenix: gotcha 3).
+    if req.version() != hyper::Version::HTTP_11 {
+        return text(StatusCode::BAD_REQUEST, "websocket upgrade requires HTTP/1.1");
+    }
+    let has_token = |name: &str, token: &str| {
+        header_str(&req, name).is_some_and(|v| v.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token("connection", "upgrade") {
+        return text(StatusCode::BAD_REQUEST, "'connection' header must contain 'upgrade'");
+    }
+    if !has_token("upgrade", "websocket") {
+        return text(StatusCode::BAD_REQUEST, "'upgrade' header must contain 'websocket'");
+    }
+    if header_str(&req, "sec-websocket-version") != Some("13") {
+        return text(StatusCode::BAD_REQUEST, "'sec-websocket-version' header must be '13'");
+    }
+    let Some(key) = req.headers().get("sec-websocket-key").map(|k| k.as_bytes().to_vec()) else {
+        return text(StatusCode::BAD_REQUEST, "'sec-websocket-key' header is missing");
+    };
+    if !crate::protocol::ws::valid_key(&key) {
+        return text(StatusCode::BAD_REQUEST, "'sec-websocket-key' header must be base64 of 16 bytes");
+    }
+
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let conn_id = state.next_conn_id();
+    let limits = state.config.limits.clone();
+    let outbox = Outbox::registered(OutboxLimits { max_frames: limits.outbox_max_frames, max_bytes: limits.outbox_max_bytes });
+    let endpoint = state.endpoint.clone();
+    let shutdown = state.shutdown_rx();
+    let Connected { serializer, params, assigns, permit, .. } = c;
+    METRICS.connections_total.inc();
+    tokio::spawn(async move {
+        let _place = permit;
+        let Ok(upgraded) = on_upgrade.await else { return };
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::error!("upgraded connection is not a TCP stream");
+            return;
+        };
+        let stream = parts.io.into_inner();
+        let socket = Socket::start(
+            endpoint,
+            SocketParams { conn_id, serializer, transport: Transport::WebSocket, assigns, params, outbox },
+        )
+        .await;
+        run(stream, parts.read_buf, socket, limits, shutdown).await;
+    });
+
+    let mut resp = empty(StatusCode::SWITCHING_PROTOCOLS);
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert("sec-websocket-accept", HeaderValue::from_str(&crate::protocol::ws::accept_key(&key)).expect("base64 is a header value"));
+    if let Some(p) = chosen_protocol {
+        if let Ok(v) = HeaderValue::from_str(&p) {
+            h.insert("sec-websocket-protocol", v);
+        }
+    }
+    resp
+}
+
+/// A refused connect as WebSocket answers it: 403 empty, the app's status, 400 or 503.
+fn refused(r: Refused) -> Response<Body> {
+    match r {
+        Refused::Forbidden => empty(StatusCode::FORBIDDEN),
+        Refused::Status(code, body) => text(StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN), &body),
+        Refused::BadRequest(msg) => text(StatusCode::BAD_REQUEST, &msg),
+        Refused::AtCapacity => text(StatusCode::SERVICE_UNAVAILABLE, &Refused::AtCapacity.to_string()),
+    }
 }
 
 /// Runs a connection until it closes. `leftover` holds bytes read past the HTTP request.
@@ -62,7 +178,7 @@ pub async fn run(stream: TcpStream, leftover: Bytes, mut socket: Socket, limits:
     let outbox = socket.info().outbox.clone();
     let serializer = socket.info().serializer;
     let (rd, wr) = stream.into_split();
-    let writer = tokio::spawn(write_loop(wr, outbox.clone()));
+    let writer = tokio::spawn(write_loop(wr, outbox.clone(), limits.iov_batch.min(IOV_MAX)));
     let mut decoder = Decoder::new(limits.max_frame_size);
     decoder.buffer().extend_from_slice(&leftover);
     let idle = limits.idle_timeout();
@@ -82,14 +198,14 @@ pub async fn run(stream: TcpStream, leftover: Bytes, mut socket: Socket, limits:
                                 Ok(msg) => socket.handle(msg).await,
                                 Err(_) => {
                                     METRICS.decode_errors.inc();
-                                    break 'conn Ending::Close(close_code::INTERNAL_ERROR, "undecodable frame", crashed());
+                                    break 'conn Ending::Close(CloseReason::Crash, crashed());
                                 }
                             },
                             WsEvent::Binary(b) => match decode_binary(serializer, &b) {
                                 Ok(msg) => socket.handle(msg).await,
                                 Err(_) => {
                                     METRICS.decode_errors.inc();
-                                    break 'conn Ending::Close(close_code::INTERNAL_ERROR, "undecodable frame", crashed());
+                                    break 'conn Ending::Close(CloseReason::Crash, crashed());
                                 }
                             },
                             WsEvent::Ping(data) => {
@@ -97,23 +213,13 @@ pub async fn run(stream: TcpStream, leftover: Bytes, mut socket: Socket, limits:
                             }
                             WsEvent::Pong => {}
                             WsEvent::Close(code, _) => {
-                                // No code: answer 1000; a valid one: echo it (spec §2.6); an
-                                // invalid one (999, 1005, 5000, …): 1002, as RFC 6455 and
-                                // Bandit do.
-                                let answer = match code {
-                                    None => 1000,
-                                    Some(c) if crate::ws::valid_close_code(c) => c,
-                                    Some(_) => 1002,
-                                };
-                                outbox.close_with(Frame::close(answer, ""), true);
+                                // Echo a valid code, 1000 for none, 1002 for an invalid one.
+                                outbox.close_with(Frame::close_for(CloseReason::answer_to(code)), true);
                                 break 'conn Ending::Gone;
                             }
                         }
                     }
-                    Err(e) => {
-                        let reason = if e.close_code() == close_code::TOO_BIG { "message too big" } else { "protocol error" };
-                        break 'conn Ending::Close(e.close_code(), reason, crashed());
-                    }
+                    Err(e) => break 'conn Ending::Close(e.close_reason(), crashed()),
                 }
             }
             decoder.release_if_idle();
@@ -137,15 +243,15 @@ pub async fn run(stream: TcpStream, leftover: Bytes, mut socket: Socket, limits:
             ctl = socket.next_ctl() => {
                 if let Some(ctl) = ctl {
                     if socket.handle_ctl(ctl) {
-                        break Ending::Close(close_code::GOING_AWAY, "disconnect", StopReason::Shutdown("disconnected".into()));
+                        break Ending::Close(CloseReason::Disconnect, StopReason::Shutdown(ShutdownReason::Disconnected));
                     }
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                break Ending::Close(close_code::GOING_AWAY, "idle timeout", StopReason::Shutdown("closed".into()));
+                break Ending::Close(CloseReason::IdleTimeout, StopReason::Shutdown(ShutdownReason::Closed));
             }
             _ = shutdown.changed() => {
-                break Ending::Close(close_code::RESTART, "server restart", StopReason::Shutdown("draining".into()));
+                break Ending::Close(CloseReason::Restart, StopReason::Shutdown(ShutdownReason::Draining));
             }
             _ = outbox.ready_closed() => {
                 // The writer gave up (slow consumer, write error).
@@ -155,13 +261,13 @@ pub async fn run(stream: TcpStream, leftover: Bytes, mut socket: Socket, limits:
     };
 
     let reason = match ending {
-        Ending::Close(code, text, reason) => {
-            outbox.close_with(Frame::close(code, text), code != close_code::INTERNAL_ERROR);
+        Ending::Close(close, reason) => {
+            outbox.close_with(Frame::close_for(close), close.flushes());
             reason
         }
         Ending::Gone => {
             outbox.close();
-            StopReason::Shutdown("closed".into())
+            StopReason::Shutdown(ShutdownReason::Closed)
         }
     };
     socket.close(reason).await;
@@ -191,7 +297,7 @@ fn crashed() -> StopReason {
     StopReason::Error("socket crashed".into())
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
+async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>, batch: usize) {
     let mut queue: VecDeque<Frame> = VecDeque::new();
     loop {
         match outbox.drain_into(&mut queue) {
@@ -200,7 +306,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
                 // meanwhile, the write gets a last second to finish (then the next drain sends
                 // 1008); after that the connection is dropped mid-frame: a client that does
                 // not read never sees a close frame anyway.
-                let write = write_all(&mut wr, &mut queue, &outbox);
+                let write = write_all(&mut wr, &mut queue, &outbox, batch);
                 tokio::pin!(write);
                 let r = tokio::select! {
                     r = &mut write => r,
@@ -215,7 +321,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
             }
             Status::SlowConsumer => {
                 queue.clear();
-                let close = Frame::close(close_code::SLOW_CONSUMER, "slow consumer");
+                let close = Frame::close_for(CloseReason::SlowConsumer);
                 let _ = tokio::time::timeout(Duration::from_secs(1), wr.write_all(close.wire())).await;
                 break;
             }
@@ -226,7 +332,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
                 if let Some(last) = last {
                     queue.push_back(last);
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(2), write_all(&mut wr, &mut queue, &outbox)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), write_all(&mut wr, &mut queue, &outbox, batch)).await;
                 break;
             }
         }
@@ -242,18 +348,18 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>) {
     let _ = wr.shutdown().await;
 }
 
-/// Writes every queued frame, up to [`IOV_BATCH`] per `writev`, handling partial writes, and
+/// Writes every queued frame, up to `batch` per `writev`, handling partial writes, and
 /// tells the outbox after each write how many of its bytes went out (progress).
 ///
 /// The `IoSlice` array lives on the stack of one `poll`, never in the future's state: held
 /// across an `.await` it would cost 8 KiB per connection.
-async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>, outbox: &Outbox) -> std::io::Result<()> {
+async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>, outbox: &Outbox, batch: usize) -> std::io::Result<()> {
     let mut offset = 0; // bytes of queue[0] already written
     while !queue.is_empty() {
         let n = std::future::poll_fn(|cx| {
-            let mut slices: [IoSlice<'_>; IOV_BATCH] = [IoSlice::new(&[]); IOV_BATCH];
+            let mut slices: [IoSlice<'_>; IOV_MAX] = [IoSlice::new(&[]); IOV_MAX];
             let mut count = 0;
-            for (i, f) in queue.iter().take(IOV_BATCH).enumerate() {
+            for (i, f) in queue.iter().take(batch).enumerate() {
                 let bytes = if i == 0 { &f.wire()[offset..] } else { &f.wire()[..] };
                 slices[i] = IoSlice::new(bytes);
                 count += 1;
@@ -285,12 +391,6 @@ async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>, outbox:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbox::OutboxLimits;
-    use crate::presence::Presence;
-    use crate::pubsub::PubSub;
-    use crate::serializer::Serializer;
-    use crate::socket::{AllowAll, Endpoint, Router, SocketLimits, SocketParams, Transport};
-
     /// The per-connection tasks' futures are what an idle connection costs in memory: keep
     /// them small (a stray buffer held across an `.await` shows up here first).
     #[tokio::test]
@@ -298,31 +398,11 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let pubsub = PubSub::start(1);
-        let endpoint = Arc::new(Endpoint {
-            router: Router::new(),
-            handler: Arc::new(AllowAll),
-            presence: Presence::start(pubsub.clone(), 1, 0),
-            pubsub,
-            limits: SocketLimits::default(),
-        });
-        let outbox = Arc::new(Outbox::new(OutboxLimits { max_frames: 10, max_bytes: 1000 }));
-        let socket = Socket::start(
-            endpoint,
-            SocketParams {
-                conn_id: 1,
-                serializer: Serializer::V2,
-                transport: Transport::WebSocket,
-                assigns: Default::default(),
-                params: serde_json::Value::Null,
-                outbox: outbox.clone(),
-            },
-        )
-        .await;
+        let (socket, outbox) = crate::testing::socket(crate::testing::endpoint(crate::socket::Router::new()), 1).await;
         let (_tx, rx) = watch::channel(false);
         let reader = run(server, Bytes::new(), socket, Limits::default(), rx);
         let (_, wr) = client.into_split();
-        let writer = write_loop(wr, outbox);
+        let writer = write_loop(wr, outbox, 512);
         let (r, w) = (std::mem::size_of_val(&reader), std::mem::size_of_val(&writer));
         println!("reader future: {r} bytes, writer future: {w} bytes");
         assert!(w < 1024, "writer future is {w} bytes");

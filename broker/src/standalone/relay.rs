@@ -12,8 +12,9 @@ use serde_json::{Map, Value};
 use crate::channel::{Channel, ChannelContext, Continue, Join, PushFailed, Reply};
 use crate::config::Config;
 use crate::presence::PresenceError;
-use crate::serializer::Payload;
-use crate::socket::{Router, TopicPattern};
+use crate::protocol::Payload;
+use crate::protocol::TopicPattern;
+use crate::socket::Router;
 
 /// The relay policy, shared by every relay channel.
 pub struct RelayPolicy {

@@ -35,15 +35,20 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracker::{Diff, Meta, OwnerId, ReplicaRef, State};
 
+pub mod view;
+
+pub use view::{render, Fetch, KeyEntry, Snapshot};
+use view::{entry_len, json_len, META_OVERHEAD};
+
 use crate::metrics::METRICS;
 use crate::pubsub::{Broadcast, PubSub, SubId};
-use crate::serializer::Payload;
+use crate::protocol::Payload;
 
 /// Errors of `track` / `update`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +83,8 @@ pub struct PresenceLimits {
     pub max_meta_bytes: usize,
     /// Bytes of one topic's `presence_state` JSON.
     pub max_state_bytes: usize,
+    /// Commands queued per shard before callers wait (`Limits::presence_queue`).
+    pub queue: usize,
 }
 
 impl Default for PresenceLimits {
@@ -87,6 +94,7 @@ impl Default for PresenceLimits {
             max_key_bytes: l.presence_max_key_bytes,
             max_meta_bytes: l.presence_max_meta_bytes,
             max_state_bytes: l.presence_max_state_bytes,
+            queue: l.presence_queue,
         }
     }
 }
@@ -105,9 +113,6 @@ impl PresenceError {
     }
 }
 
-/// Phoenix's `fetch/2`: decorates a presence entry (`{"metas": […]}`) of `key` on `topic`,
-/// e.g. adding `"user"`. Applied to `list`, `presence_state` and each side of every diff.
-pub type Fetch = Arc<dyn Fn(&str, &str, &mut Map<String, Value>) + Send + Sync>;
 
 /// How the presence service runs.
 #[derive(Clone)]
@@ -126,28 +131,6 @@ pub struct PresenceOptions {
     pub limits: PresenceLimits,
 }
 
-/// A topic's presences at one instant: `key → metas`, sorted by key. Cheap to clone.
-pub type Snapshot = imbl::OrdMap<String, Arc<KeyEntry>>;
-
-/// The metas of one presence key, with their wire form rendered once per change, so that a
-/// `presence_state` is a concatenation of ready-made pieces.
-#[derive(Debug)]
-pub struct KeyEntry {
-    pub metas: Vec<Meta>,
-    /// `{"metas":[…]}`
-    json: Bytes,
-}
-
-impl KeyEntry {
-    pub fn new(metas: Vec<Meta>) -> KeyEntry {
-        let mut out = BytesMut::with_capacity(16 + metas.len() * 80);
-        out.put_slice(b"{\"metas\":");
-        serde_json::to_writer((&mut out).writer(), &metas).expect("metas serialize");
-        out.put_u8(b'}');
-        KeyEntry { metas, json: out.freeze() }
-    }
-}
-
 enum Cmd {
     Track { topic: String, owner: SubId, key: String, meta: Meta, reply: oneshot::Sender<Result<String, PresenceError>> },
     Update { topic: String, owner: SubId, key: String, meta: Meta, reply: oneshot::Sender<Result<String, PresenceError>> },
@@ -156,8 +139,6 @@ enum Cmd {
     List { topic: String, reply: oneshot::Sender<Snapshot> },
 }
 
-/// Bound of each presence shard's command queue (callers wait when it is full).
-const SHARD_QUEUE: usize = 16_384;
 
 /// Gossip period (Phoenix's `broadcast_period`).
 const BROADCAST_PERIOD: Duration = Duration::from_millis(1500);
@@ -190,7 +171,7 @@ impl Presence {
         let vsn = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
         let senders: Vec<_> = (0..shards.max(1))
             .map(|_| {
-                let (tx, rx) = mpsc::channel(SHARD_QUEUE);
+                let (tx, rx) = mpsc::channel(limits.queue.max(1));
                 let shard = Shard {
                     state: State::new(ReplicaRef::new(node.clone(), vsn)),
                     replica: ReplicaRef::new(node.clone(), vsn),
@@ -324,61 +305,6 @@ impl Presence {
         render(topic, snap, self.fetch.as_ref())
     }
 }
-
-/// Renders a snapshot as the `presence_state` payload (sorted keys), with an optional `fetch`.
-pub fn render(topic: &str, snap: &Snapshot, fetch: Option<&Fetch>) -> Bytes {
-    let size: usize = match fetch {
-        None => snap.iter().map(|(k, e)| k.len() + e.json.len() + 4).sum(),
-        Some(_) => snap.len() * 128,
-    };
-    let mut out = BytesMut::with_capacity(2 + size);
-    out.put_u8(b'{');
-    for (i, (key, entry)) in snap.iter().enumerate() {
-        if i > 0 {
-            out.put_u8(b',');
-        }
-        crate::serializer::write_json_str(key, &mut out);
-        out.put_u8(b':');
-        match fetch {
-            None => out.put_slice(&entry.json),
-            Some(f) => {
-                let metas = &entry.metas;
-                let mut entry = Map::new();
-                entry.insert("metas".into(), Value::Array(metas.iter().cloned().map(Value::Object).collect()));
-                f(topic, key, &mut entry);
-                serde_json::to_writer((&mut out).writer(), &entry).expect("entry serialize");
-            }
-        }
-    }
-    out.put_u8(b'}');
-    out.freeze()
-}
-
-/// JSON length of a value (a meta).
-fn json_len(v: &Map<String, Value>) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len();
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
-}
-
-/// `"key":` plus a comma, around an entry in `presence_state` (escapes aside).
-fn entry_len(key: &str) -> usize {
-    key.len() + 4
-}
-
-/// What a tracked meta adds besides the app's fields: `phx_ref` (and `phx_ref_prev`), and the
-/// `{"metas":[…]}` wrapper.
-const META_OVERHEAD: usize = 96;
 
 struct Shard {
     state: State,
@@ -586,7 +512,7 @@ mod tests {
     use super::*;
     use crate::outbox::{Outbox, OutboxLimits};
     use crate::pubsub::SubKind;
-    use crate::serializer::Serializer;
+    use crate::protocol::Serializer;
     use serde_json::json;
     use std::collections::VecDeque;
 

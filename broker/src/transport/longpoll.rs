@@ -9,8 +9,8 @@
 //! dropped and counted (`frames_dropped_total`), and the rest of the batch is delivered
 //! (Phoenix would fail the whole GET with 500, spec §12.6).
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -25,82 +25,19 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::channel::StopReason;
-use crate::http::{connect_info, request_side, Body};
+use super::connect::{self, text, Body, Refused};
+use super::sessions::{Dispatch, Session};
+use super::state::ServerState;
+use crate::channel::{ShutdownReason, StopReason};
 use crate::metrics::METRICS;
 use crate::outbox::{Outbox, OutboxLimits, Status};
-use crate::params::{parse_query, query_param};
-use crate::serializer::{decode_binary, decode_text, Frame, Opcode, Serializer};
-use crate::server::ServerState;
-use crate::socket::{ConnectError, Socket, SocketParams, Transport};
+use crate::protocol::params::query_param;
+use crate::protocol::{decode_binary, decode_text, Frame, Opcode};
+use crate::protocol::Transport;
+use crate::socket::{Socket, SocketParams};
 
 /// Lines of one POST that are processed (spec §6.4).
 const MAX_POST_LINES: usize = 100;
-
-/// Live sessions by token, and the per-address creation rate.
-#[derive(Default)]
-pub struct LongPoll {
-    sessions: Mutex<HashMap<String, Arc<Session>>>,
-    rate: Mutex<HashMap<IpAddr, Bucket>>,
-}
-
-/// A token bucket of session creations for one client address.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Addresses remembered by the rate limiter before idle (full) buckets are forgotten.
-const RATE_TABLE_PRUNE: usize = 4096;
-
-impl LongPoll {
-    /// Takes one session creation from `ip`'s bucket (`per_s` refill, `burst` capacity);
-    /// false when it is empty.
-    fn allow_new_session(&self, ip: IpAddr, per_s: u32, burst: u32) -> bool {
-        if per_s == 0 {
-            return true;
-        }
-        let now = Instant::now();
-        let (per_s, burst) = (per_s as f64, burst.max(1) as f64);
-        let mut rate = self.rate.lock();
-        if rate.len() >= RATE_TABLE_PRUNE {
-            rate.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_s < burst);
-        }
-        let b = rate.entry(ip).or_insert(Bucket { tokens: burst, at: now });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * per_s).min(burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Live sessions.
-    pub fn len(&self) -> usize {
-        self.sessions.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-struct Session {
-    token: String,
-    outbox: Arc<Outbox>,
-    dispatch: mpsc::Sender<Dispatch>,
-    last_poll: Mutex<Instant>,
-    alive: AtomicBool,
-}
-
-struct Dispatch {
-    body: Bytes,
-    binary: bool,
-    /// Ok once handled; Err if the frame was undecodable (the session is gone).
-    done: oneshot::Sender<Result<(), ()>>,
-}
 
 fn json_response(body: Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(&body).expect("JSON"))));
@@ -120,17 +57,29 @@ fn status(s: u16) -> Response<Body> {
 }
 
 fn bad_request(msg: &str) -> Response<Body> {
-    let mut r = crate::http::text(StatusCode::BAD_REQUEST, msg);
+    with_cors(text(StatusCode::BAD_REQUEST, msg))
+}
+
+fn with_cors(mut r: Response<Body>) -> Response<Body> {
     cors(&mut r);
     r
+}
+
+/// A refused connect: `{"status":403}` as Phoenix answers, an HTTP status for the rest
+/// (phoenix.js treats a non-JSON answer like a 500 and reconnects with backoff).
+fn refused(r: Refused) -> Response<Body> {
+    match r {
+        Refused::Forbidden | Refused::Status(..) => status(403),
+        Refused::BadRequest(msg) => bad_request(&msg),
+        Refused::AtCapacity => with_cors(text(StatusCode::SERVICE_UNAVAILABLE, "longpoll session capacity reached; retry later")),
+    }
 }
 
 /// Handles a request to `P/longpoll`.
 pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     match *req.method() {
         Method::OPTIONS => {
-            let mut r = crate::http::text(StatusCode::OK, "");
-            cors(&mut r);
+            let mut r = with_cors(text(StatusCode::OK, ""));
             let h = r.headers_mut();
             if let Some(v) = req.headers().get("access-control-request-headers") {
                 h.insert("access-control-allow-headers", v.clone());
@@ -141,11 +90,7 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, peer: Socke
         }
         Method::GET => get(state, req, peer).await,
         Method::POST => post(state, req).await,
-        _ => {
-            let mut r = crate::http::text(StatusCode::BAD_REQUEST, "");
-            cors(&mut r);
-            r
-        }
+        _ => with_cors(text(StatusCode::BAD_REQUEST, "")),
     }
 }
 
@@ -159,18 +104,11 @@ fn token_of(req: &Request<Incoming>) -> Option<String> {
         .or_else(|| query_param(req.uri().query().unwrap_or(""), "token").filter(|t| !t.is_empty()))
 }
 
-fn find(state: &ServerState, token: Option<&str>) -> Option<Arc<Session>> {
-    let token = token?;
-    state.longpoll.sessions.lock().get(token).filter(|s| s.alive.load(Ordering::Acquire)).cloned()
-}
-
 async fn get(state: Arc<ServerState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let side = request_side(&req, state.local_addr.port());
-    let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
-    if !state.check_origin.allows(origin, &side) {
-        return status(403);
+    if let Err(r) = connect::check_origin(&state, &req) {
+        return refused(r);
     }
-    match find(&state, token_of(&req).as_deref()) {
+    match state.longpoll.find(token_of(&req).as_deref()) {
         Some(session) => poll(&state, session).await,
         None => new_session(state, req, peer).await,
     }
@@ -213,46 +151,39 @@ async fn poll(state: &ServerState, session: Arc<Session>) -> Response<Body> {
 }
 
 async fn new_session(state: Arc<ServerState>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    // Sessions hold no file descriptor: they have their own pool, so that a flood of them
-    // never takes capacity from WebSocket connections, and each address may create only so
-    // many per second. phoenix.js treats a non-JSON answer like a 500: it reconnects with
-    // backoff.
+    // Each address may create only so many sessions per second (one keep-alive connection
+    // could otherwise mint thousands), and sessions have their own pool (see `connect`).
     let limits = &state.config.limits;
     if !state.longpoll.allow_new_session(peer.ip(), limits.longpoll_sessions_per_ip_per_s, limits.longpoll_session_burst) {
         METRICS.longpoll_refused.inc();
-        let mut r = crate::http::text(StatusCode::TOO_MANY_REQUESTS, "too many new longpoll sessions from this address; retry later");
-        cors(&mut r);
-        return r;
+        return with_cors(text(StatusCode::TOO_MANY_REQUESTS, "too many new longpoll sessions from this address; retry later"));
     }
-    if state.longpoll.len() >= state.max_longpoll_sessions {
-        METRICS.longpoll_refused.inc();
-        let mut r = crate::http::text(StatusCode::SERVICE_UNAVAILABLE, "longpoll session capacity reached; retry later");
-        cors(&mut r);
-        return r;
-    }
-    let query = req.uri().query().unwrap_or("").to_owned();
-    let Some(serializer) = Serializer::negotiate(query_param(&query, "vsn").as_deref()) else {
-        return status(403);
-    };
     let auth_token = if state.config.auth_token {
         req.headers().get("x-phoenix-authtoken").and_then(|v| v.to_str().ok()).map(str::to_owned)
     } else {
         None
     };
-    let params = match parse_query(&query, state.config.limits.max_param_depth) {
-        Ok(p) => p,
-        Err(e) => return bad_request(&e.to_string()),
-    };
-    let info = connect_info(&req, peer, Transport::LongPoll, auth_token);
-    let assigns = match state.endpoint.handler.connect(&params, &info).await {
-        Ok(a) => a,
-        Err(ConnectError::Forbidden | ConnectError::Status(..)) => return status(403),
+    let c = match connect::connect(&state, &req, peer, Transport::LongPoll, auth_token).await {
+        Ok(c) => c,
+        Err(r) => {
+            if r == Refused::AtCapacity {
+                METRICS.longpoll_refused.inc();
+            }
+            return refused(r);
+        }
     };
     let outbox = Outbox::registered(OutboxLimits { max_frames: limits.longpoll_max_frames, max_bytes: limits.outbox_max_bytes });
     let conn_id = state.next_conn_id();
     let socket = Socket::start(
         state.endpoint.clone(),
-        SocketParams { conn_id, serializer, transport: Transport::LongPoll, assigns, params, outbox: outbox.clone() },
+        SocketParams {
+            conn_id,
+            serializer: c.serializer,
+            transport: Transport::LongPoll,
+            assigns: c.assigns,
+            params: c.params,
+            outbox: outbox.clone(),
+        },
     )
     .await;
     let token = new_token();
@@ -263,9 +194,9 @@ async fn new_session(state: Arc<ServerState>, req: Request<Incoming>, peer: Sock
         dispatch: tx,
         last_poll: Mutex::new(Instant::now()),
         alive: AtomicBool::new(true),
+        permit: c.permit,
     });
-    state.longpoll.sessions.lock().insert(token.clone(), session.clone());
-    METRICS.longpoll_sessions.inc();
+    state.longpoll.insert(session.clone());
     tokio::spawn(run_session(state.clone(), session, socket, rx));
     json_response(json!({"status": 410, "token": token, "messages": []}))
 }
@@ -276,12 +207,10 @@ fn new_token() -> String {
 }
 
 async fn post(state: Arc<ServerState>, req: Request<Incoming>) -> Response<Body> {
-    let side = request_side(&req, state.local_addr.port());
-    let origin = req.headers().get("origin").and_then(|v| v.to_str().ok());
-    if !state.check_origin.allows(origin, &side) {
-        return status(403);
+    if let Err(r) = connect::check_origin(&state, &req) {
+        return refused(r);
     }
-    let Some(session) = find(&state, token_of(&req).as_deref()) else {
+    let Some(session) = state.longpoll.find(token_of(&req).as_deref()) else {
         return status(410);
     };
     let ndjson = req
@@ -336,7 +265,7 @@ async fn run_session(state: Arc<ServerState>, session: Arc<Session>, mut socket:
     let reason = loop {
         tokio::select! {
             d = rx.recv() => {
-                let Some(d) = d else { break StopReason::Shutdown("closed".into()) };
+                let Some(d) = d else { break StopReason::Shutdown(ShutdownReason::Closed) };
                 let decoded = if d.binary { decode_binary(serializer, &d.body) } else { decode_text(serializer, &d.body) };
                 match decoded {
                     Ok(msg) => {
@@ -360,24 +289,23 @@ async fn run_session(state: Arc<ServerState>, session: Arc<Session>, mut socket:
             ctl = socket.next_ctl() => {
                 if let Some(ctl) = ctl {
                     if socket.handle_ctl(ctl) {
-                        break StopReason::Shutdown("disconnected".into());
+                        break StopReason::Shutdown(ShutdownReason::Disconnected);
                     }
                 }
             }
             _ = check.tick() => {
                 if session.last_poll.lock().elapsed() > inactive_after {
-                    break StopReason::Shutdown("inactive".into());
+                    break StopReason::Shutdown(ShutdownReason::Inactive);
                 }
             }
-            _ = shutdown.changed() => break StopReason::Shutdown("draining".into()),
+            _ = shutdown.changed() => break StopReason::Shutdown(ShutdownReason::Draining),
             // Frames piled up between polls past the bound: the session ends and frees its
             // place (its next poll gets 410 and phoenix.js starts a new one).
-            _ = session.outbox.overflowed() => break StopReason::Shutdown("closed".into()),
+            _ = session.outbox.overflowed() => break StopReason::Shutdown(ShutdownReason::Closed),
         }
     };
     session.alive.store(false, Ordering::Release);
-    state.longpoll.sessions.lock().remove(&session.token);
-    METRICS.longpoll_sessions.dec();
+    state.longpoll.remove(&session.token);
     socket.close(reason).await;
     // Wake a held GET so it answers at once.
     session.outbox.close();

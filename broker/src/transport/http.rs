@@ -1,0 +1,65 @@
+//! HTTP routing: the socket endpoints (WebSocket upgrade, LongPoll), the demo page, and
+//! `/metrics` and `/health` (here, or on the admin address).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::connect::{text, Body};
+use super::state::ServerState;
+use crate::metrics::METRICS;
+
+/// The demo page (a chat room with presence, using phoenix.js) and the phoenix.js it loads.
+const DEMO_HTML: &str = include_str!("../../assets/index.html");
+const PHOENIX_JS: &str = include_str!("../../assets/phoenix.min.js");
+
+/// Routes one HTTP request.
+pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, peer: SocketAddr) -> Result<Response<Body>, Infallible> {
+    // RFC 9112 §3.2: an HTTP/1.1 request without a Host header is a 400.
+    if req.version() == hyper::Version::HTTP_11 && !req.headers().contains_key(header::HOST) {
+        return Ok(text(StatusCode::BAD_REQUEST, "missing host header"));
+    }
+    let path = req.uri().path();
+    let base = state.config.socket_path.as_str();
+    let rest = path.strip_prefix(base).unwrap_or("");
+    let resp = if path.starts_with(base) && rest == "/websocket" {
+        super::websocket::upgrade(state, req, peer).await
+    } else if path.starts_with(base) && rest == "/longpoll" && state.config.longpoll {
+        super::longpoll::handle(state, req, peer).await
+    } else {
+        match (req.method(), path) {
+            (&Method::GET, "/") if state.config.demo_page => {
+                let mut r = text(StatusCode::OK, DEMO_HTML);
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+                r
+            }
+            (&Method::GET, "/phoenix.min.js") if state.config.demo_page => {
+                let mut r = text(StatusCode::OK, PHOENIX_JS);
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
+                r
+            }
+            (&Method::GET, "/metrics" | "/health") if state.config.admin_listen.is_none() => admin_route(&req),
+            _ => text(StatusCode::NOT_FOUND, "not found"),
+        }
+    };
+    Ok(resp)
+}
+
+/// `/metrics` and `/health`: on the public address, or only on `admin_listen` when it is set.
+fn admin_route(req: &Request<Incoming>) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => text(StatusCode::OK, &METRICS.render()),
+        (&Method::GET, "/health") => text(StatusCode::OK, "ok"),
+        _ => text(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// Routes one request on the admin address.
+pub async fn handle_admin(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    Ok(admin_route(&req))
+}
+

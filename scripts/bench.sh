@@ -23,10 +23,15 @@ PRESENCE_ROOM="${PRESENCE_ROOM:-2000}"
 mkdir -p "$OUT"
 
 # built one package at a time: building both in one command unifies features and rebuilds deps
-cargo build --release -p broker || exit 2
-cargo build --release -p loadgen || exit 2
-BIN="$ROOT/target/release"
+# (SKIP_BUILD=1: use the binaries as they are; BROKER_BIN: no broker build at all)
+if [[ -z "${SKIP_BUILD:-}" ]]; then
+  [[ -n "${BROKER_BIN:-}" ]] || cargo build --release -p broker || exit 2
+  cargo build --release -p loadgen || exit 2
+fi
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
 LG="$BIN/loadgen"
+# BROKER_BIN: another broker binary to measure (an A/B against an older commit's build).
+BROKER="${BROKER_BIN:-$BIN/broker}"
 TMP="$(mktemp -d)"
 BROKER_PID=""
 stop_broker() {
@@ -37,7 +42,7 @@ trap 'stop_broker; rm -rf "$TMP"' EXIT
 start_broker() {
   # up to 3 tries, 30 s each (a loaded machine, or a binary being rebuilt, can be slow)
   for _try in 1 2 3; do
-    "$BIN/broker" --listen 127.0.0.1:0 >"$TMP/broker.out" 2>"$TMP/broker.err" &
+    "$BROKER" --listen 127.0.0.1:0 >"$TMP/broker.out" 2>"$TMP/broker.err" &
     BROKER_PID=$!
     for _ in $(seq 1 300); do
       grep -q '^listening on ' "$TMP/broker.out" 2>/dev/null && break

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== module layering (no import cycles)"
+python3 scripts/module-cycles.py broker/src loadgen/src tracker/src benches/src
+
 echo "== cargo build (workspace, tests, examples)"
 cargo build --workspace --all-targets
 

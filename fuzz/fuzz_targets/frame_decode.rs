@@ -3,8 +3,8 @@
 //! RUSTC_BOOTSTRAP=1): `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run frame_decode -- -max_total_time=60`
 #![no_main]
 
-use broker::serializer::{decode_binary, decode_text, Serializer};
-use broker::ws::{Decoder, WsEvent};
+use broker::protocol::ws::{Decoder, WsEvent};
+use broker::protocol::{decode_binary, decode_text, Serializer};
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 

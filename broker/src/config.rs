@@ -37,6 +37,14 @@ pub struct Config {
     pub limits: Limits,
     pub presence: PresenceConfig,
     pub channels: ChannelsConfig,
+    /// `[auth]` (standalone): how connect tokens are verified (a Phoenix.Token or a JWT).
+    /// Unset: sockets are anonymous unless `identity.connect_url` decides.
+    pub auth: Option<crate::standalone::identity::AuthConfig>,
+    /// `[identity]` (standalone): where the token is, the connect webhook, the socket id and
+    /// the sender stamp.
+    pub identity: IdentityConfig,
+    /// `[webhooks]` (standalone): timeouts, retries and concurrency of every webhook call.
+    pub webhooks: crate::standalone::webhook::WebhookConfig,
 }
 
 impl Default for Config {
@@ -55,6 +63,9 @@ impl Default for Config {
             limits: Limits::default(),
             presence: PresenceConfig::default(),
             channels: ChannelsConfig::default(),
+            auth: None,
+            identity: IdentityConfig::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -91,6 +102,23 @@ impl Config {
         }
         for p in self.presence.topics.iter().chain(self.channels.topics.iter()) {
             crate::protocol::TopicPattern::parse(p)?;
+        }
+        for (i, p) in self.channels.policies.iter().enumerate() {
+            if p.topics.is_empty() {
+                return Err(format!("channels.policies[{i}].topics must list at least one pattern"));
+            }
+            for t in &p.topics {
+                crate::protocol::TopicPattern::parse(t).map_err(|e| format!("channels.policies[{i}].topics: {e}"))?;
+            }
+            if p.join == JoinMode::Webhook && p.join_url.is_none() {
+                return Err(format!("channels.policies[{i}].join_url is required with join = \"webhook\""));
+            }
+            if p.events == EventMode::Webhook && p.event_url.is_none() {
+                return Err(format!("channels.policies[{i}].event_url is required with events = \"webhook\""));
+            }
+            if p.join == JoinMode::Claims && !self.identity_on() {
+                return Err(format!("channels.policies[{i}].join = \"claims\" needs [auth] or identity.connect_url"));
+            }
         }
         if let Some(a) = &self.admin_listen {
             a.parse::<std::net::SocketAddr>().map_err(|e| format!("admin_listen {a:?}: {e}"))?;
@@ -143,6 +171,14 @@ pub struct Limits {
     pub max_event_bytes: usize,
     /// Longest `ref` / `join_ref` in a client message, in bytes (phoenix.js sends counters).
     pub max_ref_bytes: usize,
+    /// Client messages per second per connection (heartbeats, joins and leaves aside), as a
+    /// token bucket of `messages_burst`; beyond it a message gets the error reply
+    /// `rate limited`. 0 = unlimited. phoenix.js apps send a few per second.
+    pub messages_per_s: u32,
+    pub messages_burst: u32,
+    /// Joins per second per connection, as a token bucket of `joins_burst`; 0 = unlimited.
+    pub joins_per_s: u32,
+    pub joins_burst: u32,
     /// Longest presence key (e.g. a user id) in bytes.
     pub presence_max_key_bytes: usize,
     /// Largest presence meta (as JSON) in bytes.
@@ -215,6 +251,10 @@ impl Default for Limits {
             max_topic_bytes: 1024,
             max_event_bytes: 1024,
             max_ref_bytes: 256,
+            messages_per_s: 1000,
+            messages_burst: 2000,
+            joins_per_s: 200,
+            joins_burst: 500,
             presence_max_key_bytes: 1024,
             presence_max_meta_bytes: 16 * 1024,
             presence_max_state_bytes: 8 << 20,
@@ -322,6 +362,11 @@ pub struct SocketLimits {
     pub max_outbound_frame: usize,
     /// A channel's mailbox bound.
     pub mailbox: usize,
+    /// Per-connection rates (see [`Limits::messages_per_s`]).
+    pub messages_per_s: u32,
+    pub messages_burst: u32,
+    pub joins_per_s: u32,
+    pub joins_burst: u32,
 }
 
 impl SocketLimits {
@@ -334,6 +379,10 @@ impl SocketLimits {
             max_ref_bytes: l.max_ref_bytes,
             max_outbound_frame: l.outbox_max_bytes,
             mailbox: l.channel_mailbox,
+            messages_per_s: l.messages_per_s,
+            messages_burst: l.messages_burst,
+            joins_per_s: l.joins_per_s,
+            joins_burst: l.joins_burst,
         }
     }
 }
@@ -352,13 +401,121 @@ pub struct ChannelsConfig {
     /// Topic patterns clients may join (`"*"` = any topic).
     pub topics: Vec<String>,
     /// Relay client events to every subscriber of the topic (including the sender, like
-    /// `broadcast!`), and reply ok.
+    /// `broadcast!`), and reply ok. (The events mode of topics without a policy.)
     pub relay: bool,
+    /// `[[channels.policies]]`: per topic pattern, who may join and what client events do.
+    /// The first policy whose patterns match a topic applies; topics matching none are open
+    /// and relayed (`relay`).
+    pub policies: Vec<TopicPolicy>,
 }
 
 impl Default for ChannelsConfig {
     fn default() -> Self {
-        ChannelsConfig { topics: vec!["*".into()], relay: true }
+        ChannelsConfig { topics: vec!["*".into()], relay: true, policies: Vec::new() }
+    }
+}
+
+/// Who may join a topic.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinMode {
+    /// Anyone connected.
+    #[default]
+    Open,
+    /// Sockets whose verified claims list the topic: the claim `join_claim` holds topic
+    /// patterns (`["room:42", "user:7:*"]`).
+    Claims,
+    /// The join webhook answers (`join_url`).
+    Webhook,
+}
+
+/// What a client event on a topic does.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EventMode {
+    /// Relayed to every subscriber, the sender included (`broadcast!`), then an ok reply.
+    #[default]
+    Broadcast,
+    /// Relayed to every subscriber but the sender (`broadcast_from!`).
+    BroadcastFrom,
+    /// Forwarded to the event webhook (`event_url`), whose answer gives the reply and any
+    /// broadcasts.
+    Webhook,
+    /// Refused with an error reply.
+    Deny,
+}
+
+/// One `[[channels.policies]]` entry.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicPolicy {
+    /// Topic patterns this policy covers.
+    pub topics: Vec<String>,
+    pub join: JoinMode,
+    /// With `join = "claims"`: the claim listing the topic patterns a socket may join.
+    pub join_claim: String,
+    /// With `join = "webhook"`: POSTed `{topic, payload, user_id, claims}`; answers
+    /// `{"status":"ok","response":{…},"meta":{…}}` or `{"status":"error","response":{"reason":…}}`.
+    pub join_url: Option<String>,
+    pub events: EventMode,
+    /// With `events = "webhook"`: POSTed `{topic, event, payload, user_id, claims}`; answers
+    /// `{"reply":{"status":"ok","response":{…}},"broadcasts":[{"topic":…,"event":…,"payload":{…}}]}`.
+    pub event_url: Option<String>,
+    /// Client events allowed on these topics (empty: any); others get `event not allowed`.
+    pub allowed_events: Vec<String>,
+    /// Largest client event payload in bytes; larger gets `payload too large`.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for TopicPolicy {
+    fn default() -> Self {
+        TopicPolicy {
+            topics: Vec::new(),
+            join: JoinMode::Open,
+            join_claim: "topics".into(),
+            join_url: None,
+            events: EventMode::Broadcast,
+            event_url: None,
+            allowed_events: Vec::new(),
+            max_payload_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// `[identity]`: who a socket is, when `[auth]` or `connect_url` is set.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The connect param carrying the token (phoenix.js `params: {token}`); the `authToken`
+    /// side channel (`Sec-WebSocket-Protocol`, `X-Phoenix-AuthToken`) is read too.
+    pub token_param: String,
+    /// Connect webhook: POSTed `{params, user_id, claims, transport, peer, user_agent}` (the
+    /// verified identity, if `[auth]` is set too); a 2xx `{"user_id":…, "claims":{…}}` accepts
+    /// (and may set or replace the identity), `{"error":…}` or a 4xx refuses (403).
+    pub connect_url: Option<String>,
+    /// The socket id is this prefix + the user id: a `"disconnect"` broadcast to it (or the HTTP
+    /// API's disconnect) closes every socket of the user.
+    pub socket_id_prefix: String,
+    /// Relayed payloads (JSON objects) get this field set to the sender's verified user id, so
+    /// no one can post as someone else (a field of that name from the client is overwritten).
+    pub sender_field: String,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            token_param: "token".into(),
+            connect_url: None,
+            socket_id_prefix: "user_socket:".into(),
+            sender_field: "sender".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Is identity verified (a token verifier or a connect webhook)?
+    pub fn identity_on(&self) -> bool {
+        self.auth.is_some() || self.identity.connect_url.is_some()
     }
 }
 

@@ -45,6 +45,44 @@ impl Gauge {
     }
 }
 
+/// A latency histogram with fixed buckets (seconds), Prometheus style (cumulative on render).
+pub struct Histogram {
+    /// Counts per bucket of [`LATENCY_BUCKETS_MS`], plus one for +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+/// Upper bounds of the latency buckets, in milliseconds.
+pub const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
+
+impl Histogram {
+    pub const fn new() -> Histogram {
+        Histogram { buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS_MS.len() + 1], sum_us: AtomicU64::new(0), count: AtomicU64::new(0) }
+    }
+
+    pub fn observe(&self, d: std::time::Duration) {
+        let ms = d.as_millis() as u64;
+        let i = LATENCY_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP phx_broker_{name} {help}\n# TYPE phx_broker_{name} histogram");
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "phx_broker_{name}_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1000.0);
+        }
+        cumulative += self.buckets[LATENCY_BUCKETS_MS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "phx_broker_{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(out, "phx_broker_{name}_sum {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "phx_broker_{name}_count {}", self.count.load(Ordering::Relaxed));
+    }
+}
+
 pub struct Metrics {
     pub connections: Gauge,
     pub connections_total: Counter,
@@ -71,6 +109,12 @@ pub struct Metrics {
     pub longpoll_refused: Counter,
     /// Bytes queued for clients, all outboxes together (set by the outbound budget's reaper).
     pub outbound_queued_bytes: Gauge,
+    /// Webhook calls made, and those that failed (timeout, unreachable, non-2xx, garbage).
+    pub webhook_calls: Counter,
+    pub webhook_failures: Counter,
+    pub webhook_latency: Histogram,
+    /// Client messages and joins refused by a per-connection rate limit.
+    pub rate_limited: Counter,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -95,6 +139,10 @@ pub static METRICS: Metrics = Metrics {
     refused_messages: Counter::new(),
     longpoll_refused: Counter::new(),
     outbound_queued_bytes: Gauge::new(),
+    webhook_calls: Counter::new(),
+    webhook_failures: Counter::new(),
+    webhook_latency: Histogram::new(),
+    rate_limited: Counter::new(),
 };
 
 impl Metrics {
@@ -108,7 +156,7 @@ impl Metrics {
         g("longpoll_sessions", "Live LongPoll sessions.", self.longpoll_sessions.get());
         g("channels", "Joined channels.", self.channels.get());
         g("outbound_queued_bytes", "Bytes queued for clients (a shared frame counts in each queue).", self.outbound_queued_bytes.get());
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 20] = [
             ("connections_total", "WebSocket connections accepted.", &self.connections_total),
             ("joins_total", "Successful joins.", &self.joins),
             ("join_errors_total", "Joins refused or crashed.", &self.join_errors),
@@ -126,10 +174,14 @@ impl Metrics {
             ("budget_closes_total", "Stalled consumers closed (1008) because the outbound budget was exceeded.", &self.budget_closes),
             ("refused_messages_total", "Client messages refused for a size limit.", &self.refused_messages),
             ("longpoll_refused_total", "LongPoll sessions refused (address rate or session pool).", &self.longpoll_refused),
+            ("webhook_calls_total", "Webhook calls made (connect, join, event).", &self.webhook_calls),
+            ("webhook_failures_total", "Webhook calls that failed (timeout, unreachable, non-2xx, not JSON).", &self.webhook_failures),
+            ("rate_limited_total", "Client messages and joins refused by a per-connection rate limit.", &self.rate_limited),
         ];
         for (name, help, c) in counters {
             let _ = writeln!(out, "# HELP phx_broker_{name} {help}\n# TYPE phx_broker_{name} counter\nphx_broker_{name} {}", c.get());
         }
+        self.webhook_latency.render(&mut out, "webhook_latency_seconds", "Webhook call latency, retries included.");
         out
     }
 }

@@ -83,6 +83,8 @@ pub struct Outbox {
     gone: Notify,
     /// Wakes a writer blocked on a client that does not read once the outbox overflowed.
     kill: Notify,
+    /// Set with the slow-consumer state, read without the lock by a writer between writes.
+    overflowed: AtomicBool,
     limits: OutboxLimits,
     /// Key in the budget registry (0: not registered).
     budget_key: u64,
@@ -111,6 +113,7 @@ impl Outbox {
             writer_gone: AtomicBool::new(false),
             gone: Notify::new(),
             kill: Notify::new(),
+            overflowed: AtomicBool::new(false),
             limits,
             budget_key,
         }
@@ -178,6 +181,7 @@ impl Outbox {
             return;
         }
         inner.state = State::SlowConsumer;
+        self.overflowed.store(true, Ordering::Release);
         inner.frames.clear();
         let freed = std::mem::take(&mut inner.queued);
         drop(inner);
@@ -189,9 +193,20 @@ impl Outbox {
 
     /// Moves every queued frame into `into` (which the writer reuses, so steady state allocates
     /// nothing) and reports the state. The frames' bytes still count against the bounds until
-    /// the writer [`Outbox::release`]s them.
+    /// the writer gives them back: `written` here (what it wrote since its last drain: one lock
+    /// per write cycle) or with [`Outbox::release`] during a long write.
     pub fn drain_into(&self, into: &mut VecDeque<Frame>) -> Status {
+        self.drain_after(into, 0)
+    }
+
+    /// [`Outbox::drain_into`] after the writer wrote `written` bytes of what it held.
+    pub fn drain_after(&self, into: &mut VecDeque<Frame>, written: usize) -> Status {
         let mut inner = self.inner.lock();
+        let written = written.min(inner.held);
+        inner.held -= written;
+        if written > 0 {
+            inner.since_ms = budget_now_ms();
+        }
         if into.is_empty() {
             std::mem::swap(into, &mut inner.frames);
         } else {
@@ -202,11 +217,14 @@ impl Outbox {
         if inner.frames.capacity() > 1024 {
             inner.frames = VecDeque::new();
         }
-        match &mut inner.state {
+        let status = match &mut inner.state {
             State::Open => Status::Open,
             State::SlowConsumer => Status::SlowConsumer,
             State::Closed { flush, last } => Status::Closed { flush: *flush, last: last.take() },
-        }
+        };
+        drop(inner);
+        uncharge(written);
+        status
     }
 
     /// The writer wrote (or dropped) `bytes` of what it drained: progress.
@@ -233,7 +251,7 @@ impl Outbox {
             let notified = self.kill.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.inner.lock().state == State::SlowConsumer {
+            if self.overflowed.load(Ordering::Acquire) {
                 return;
             }
             notified.await;

@@ -14,8 +14,13 @@ use crate::socket::{AllowAll, Endpoint, Router, Socket, SocketParams};
 
 /// An endpoint on one pubsub and presence shard, with default limits.
 pub fn endpoint(router: Router) -> Arc<Endpoint> {
+    endpoint_with(router, SocketLimits::default())
+}
+
+/// An endpoint with these limits.
+pub fn endpoint_with(router: Router, limits: SocketLimits) -> Arc<Endpoint> {
     let pubsub = PubSub::start(1);
-    let env = Arc::new(ChannelEnv { presence: Presence::start(pubsub.clone(), 1, 0), pubsub, limits: SocketLimits::default() });
+    let env = Arc::new(ChannelEnv { presence: Presence::start(pubsub.clone(), 1, 0), pubsub, limits });
     Arc::new(Endpoint { router, handler: Arc::new(AllowAll), env })
 }
 

@@ -7,7 +7,6 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use broker::config::{CheckOriginSetting, Config};
-use broker::standalone::relay::RelayPolicy;
 use clap::Parser;
 
 #[global_allocator]
@@ -155,14 +154,14 @@ fn main() {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
-        let router = match RelayPolicy::router(&config) {
+        let (router, handler) = match broker::standalone::build(&config) {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("broker: configuration error: {e}");
                 std::process::exit(2);
             }
         };
-        let server = match broker::Builder::new(config).router(router).bind().await {
+        let server = match broker::Builder::new(config).router(router).socket_handler(handler).bind().await {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("broker: cannot start: {e}");

@@ -59,6 +59,39 @@ pub struct Socket {
     info: Arc<SocketInfo>,
     channels: HashMap<String, Slot>,
     ctl_rx: mpsc::UnboundedReceiver<SocketCtl>,
+    /// Per-connection rates (`Limits::messages_per_s`, `Limits::joins_per_s`).
+    messages: RateLimit,
+    joins: RateLimit,
+}
+
+/// A token bucket: `per_s` refill up to `burst`; `per_s == 0` is unlimited.
+struct RateLimit {
+    per_s: f64,
+    burst: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl RateLimit {
+    fn new(per_s: u32, burst: u32) -> RateLimit {
+        let burst = burst.max(1) as f64;
+        RateLimit { per_s: per_s as f64, burst, tokens: burst, at: tokio::time::Instant::now() }
+    }
+
+    fn allow(&mut self) -> bool {
+        if self.per_s == 0.0 {
+            return true;
+        }
+        let now = tokio::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_s).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// Parameters of a new socket (after `connect` succeeded).
@@ -99,7 +132,9 @@ impl Socket {
             });
             env.pubsub.subscribe(shard, id.as_str().into(), transport_sub_id(p.conn_id), SubKind::Plain(deliver), vec![]).await;
         }
-        Socket { endpoint, info, channels: HashMap::new(), ctl_rx }
+        let l = &env.limits;
+        let (messages, joins) = (RateLimit::new(l.messages_per_s, l.messages_burst), RateLimit::new(l.joins_per_s, l.joins_burst));
+        Socket { endpoint, info, channels: HashMap::new(), ctl_rx, messages, joins }
     }
 
     pub fn info(&self) -> &Arc<SocketInfo> {
@@ -154,6 +189,17 @@ impl Socket {
             // is bounded, and a message past a bound gets an error reply.
             METRICS.refused_messages.inc();
             let response = Payload::json(&serde_json::json!({ "reason": reason }));
+            self.info.reply(&msg.join_ref, &msg.ref_, &msg.topic, "error", response);
+            return;
+        }
+        let allowed = match msg.event.as_str() {
+            "phx_join" => self.joins.allow(),
+            "phx_leave" => true,
+            _ => self.messages.allow(),
+        };
+        if !allowed {
+            METRICS.rate_limited.inc();
+            let response = Payload::Json(bytes::Bytes::from_static(br#"{"reason":"rate limited"}"#));
             self.info.reply(&msg.join_ref, &msg.ref_, &msg.topic, "error", response);
             return;
         }

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use crate::channel::{Channel, ChannelContext, Join, Reply, StopReason};
 use crate::protocol::{decode_text, Message, Payload, Serializer};
 use crate::socket::{Router, Socket};
-use crate::testing::{drain, endpoint, socket};
+use crate::config::SocketLimits;
+use crate::testing::{drain, endpoint, endpoint_with, socket};
 
 /// Joins anything except `refused:*`; echoes `ping` with a reply; its `terminate` never
 /// returns for topics starting with `stuck:` (a channel that ignores being told to stop).
@@ -143,4 +144,33 @@ async fn oversized_fields_get_an_error_reply() {
     assert_eq!(frames[0][4]["response"]["reason"], "topic too long");
     assert_eq!(frames[1][4]["response"]["reason"], "event too long");
     assert_eq!(s.channel_count(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_and_joins_beyond_the_rate_get_an_error_reply() {
+    let limits = SocketLimits { messages_per_s: 10, messages_burst: 5, joins_per_s: 1, joins_burst: 2, ..SocketLimits::default() };
+    let (mut s, out) = socket(endpoint_with(Router::new().channel("*", |_| Probe), limits), 1).await;
+    for i in 0..3 {
+        s.handle(msg(json!([i.to_string(), i.to_string(), format!("room:{i}"), "phx_join", {}]))).await;
+    }
+    settle().await;
+    let frames = drain(&out);
+    let limited: Vec<&Value> = frames.iter().filter(|f| f[4]["response"]["reason"] == "rate limited").collect();
+    assert_eq!(limited.len(), 1, "the third join is over the burst of 2: {frames:?}");
+    assert_eq!(limited[0][2], "room:2");
+    // Five messages pass (the burst), the sixth is refused, heartbeats never are.
+    for i in 0..6 {
+        s.handle(msg(json!(["0", format!("m{i}"), "room:0", "ping", {}]))).await;
+        s.handle(msg(json!([null, format!("h{i}"), "phoenix", "heartbeat", {}]))).await;
+    }
+    settle().await;
+    let frames = drain(&out);
+    let refused: Vec<&str> = frames.iter().filter(|f| f[4]["response"]["reason"] == "rate limited").map(|f| f[1].as_str().unwrap()).collect();
+    assert_eq!(refused, vec!["m5"], "{frames:?}");
+    assert_eq!(frames.iter().filter(|f| f[1].as_str().unwrap().starts_with('h')).count(), 6);
+    // A second later the bucket has refilled.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    s.handle(msg(json!(["0", "later", "room:0", "ping", {}]))).await;
+    settle().await;
+    assert_eq!(drain(&out)[0][4]["status"], "ok");
 }

@@ -158,7 +158,7 @@ async fn new_session(state: Arc<ServerState>, req: Request<Incoming>, peer: Sock
         METRICS.longpoll_refused.inc();
         return with_cors(text(StatusCode::TOO_MANY_REQUESTS, "too many new longpoll sessions from this address; retry later"));
     }
-    let auth_token = if state.config.auth_token {
+    let auth_token = if state.config.auth_token || state.config.identity_on() {
         req.headers().get("x-phoenix-authtoken").and_then(|v| v.to_str().ok()).map(str::to_owned)
     } else {
         None

@@ -74,7 +74,9 @@ pub async fn upgrade(state: Arc<ServerState>, mut req: Request<Incoming>, peer: 
     let mut offered: Option<Vec<String>> = header_str(&req, "sec-websocket-protocol")
         .map(|h| h.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect());
     let mut auth_token = None;
-    if state.config.auth_token {
+    // The authToken side channel is read when `auth_token` is on, or when identity is verified
+    // (a token is then required, wherever it comes from).
+    if state.config.auth_token || state.config.identity_on() {
         if let Some(list) = &mut offered {
             let tokens: Vec<usize> = list.iter().enumerate().filter(|(_, p)| p.starts_with(TOKEN_PREFIX)).map(|(i, _)| i).collect();
             if let [i] = tokens[..] {
@@ -87,13 +89,19 @@ pub async fn upgrade(state: Arc<ServerState>, mut req: Request<Incoming>, peer: 
             }
         }
     }
+    // Subprotocols (spec §2.4): with an allowed list configured (auth token, identity or
+    // `subprotocols`), one offered must be on it (403 otherwise); with none, the header is
+    // ignored, except that an offered `phoenix` (phoenix.js sends it with an authToken) is
+    // always answered: a browser fails a handshake whose offered subprotocols all go
+    // unanswered, and a token the server does not use must not lock the client out.
     let mut chosen_protocol = None;
-    let allowed: Option<Vec<&str>> = (state.config.auth_token || !state.config.subprotocols.is_empty())
-        .then(|| std::iter::once("phoenix").chain(state.config.subprotocols.iter().map(String::as_str)).collect());
-    if let (Some(list), Some(allowed)) = (&offered, &allowed) {
+    let configured = state.config.auth_token || state.config.identity_on() || !state.config.subprotocols.is_empty();
+    let allowed: Vec<&str> = std::iter::once("phoenix").chain(state.config.subprotocols.iter().map(String::as_str)).collect();
+    if let Some(list) = &offered {
+        let list: Vec<&String> = list.iter().filter(|p| !p.starts_with(TOKEN_PREFIX)).collect();
         match allowed.iter().find(|a| list.iter().any(|o| o == *a)) {
             Some(p) => chosen_protocol = Some(p.to_string()),
-            None if list.is_empty() => {}
+            None if list.is_empty() || !configured => {}
             None => return empty(StatusCode::FORBIDDEN),
         }
     }
@@ -299,14 +307,17 @@ fn crashed() -> StopReason {
 
 async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>, batch: usize) {
     let mut queue: VecDeque<Frame> = VecDeque::new();
+    // Bytes written since the last drain, given back to the outbox with the next drain (one
+    // lock per write cycle).
+    let mut written = 0;
     loop {
-        match outbox.drain_into(&mut queue) {
+        match outbox.drain_after(&mut queue, std::mem::take(&mut written)) {
             Status::Open => {
                 // A client that stops reading blocks the write. Once its outbox overflows
                 // meanwhile, the write gets a last second to finish (then the next drain sends
                 // 1008); after that the connection is dropped mid-frame: a client that does
                 // not read never sees a close frame anyway.
-                let write = write_all(&mut wr, &mut queue, &outbox, batch);
+                let write = write_all(&mut wr, &mut queue, &outbox, batch, &mut written);
                 tokio::pin!(write);
                 let r = tokio::select! {
                     r = &mut write => r,
@@ -332,7 +343,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>, batch: usize) {
                 if let Some(last) = last {
                     queue.push_back(last);
                 }
-                let _ = tokio::time::timeout(Duration::from_secs(2), write_all(&mut wr, &mut queue, &outbox, batch)).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), write_all(&mut wr, &mut queue, &outbox, batch, &mut written)).await;
                 break;
             }
         }
@@ -348,12 +359,14 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>, batch: usize) {
     let _ = wr.shutdown().await;
 }
 
-/// Writes every queued frame, up to `batch` per `writev`, handling partial writes, and
-/// tells the outbox after each write how many of its bytes went out (progress).
+/// Writes every queued frame, up to `batch` per `writev`, handling partial writes. The bytes
+/// written are given back to the outbox after each `writev` that leaves frames behind (a long
+/// write to a slow reader shows progress) and once everything went out; `written` holds them
+/// in between (and what a cancelled write had written, for the next drain).
 ///
 /// The `IoSlice` array lives on the stack of one `poll`, never in the future's state: held
 /// across an `.await` it would cost 8 KiB per connection.
-async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>, outbox: &Outbox, batch: usize) -> std::io::Result<()> {
+async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>, outbox: &Outbox, batch: usize, written: &mut usize) -> std::io::Result<()> {
     let mut offset = 0; // bytes of queue[0] already written
     while !queue.is_empty() {
         let n = std::future::poll_fn(|cx| {
@@ -383,8 +396,14 @@ async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>, outbox:
                 n = 0;
             }
         }
-        outbox.release(released);
+        *written += released;
+        if !queue.is_empty() {
+            outbox.release(std::mem::take(written));
+        }
     }
+    // Everything went out: give it back now, before the writer sleeps (an idle outbox must not
+    // look like a stalled one to the outbound budget).
+    outbox.release(std::mem::take(written));
     Ok(())
 }
 

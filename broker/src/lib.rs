@@ -14,7 +14,7 @@
 //! |---|---|
 //! | [`server`] | `Builder`, `Server` (accept loop, EMFILE backoff, drain), `BrokerHandle` |
 //! | [`transport`] | HTTP routing, the one connect step (origin, `vsn`, params, `connect`, a capacity permit), WebSocket upgrade + reader/writer, LongPoll |
-//! | [`standalone`] | the binary's relay channel (room for identity, webhooks, the HTTP API) |
+//! | [`standalone`] | the binary for apps in any language: verified identity (Phoenix.Token, JWT), webhooks, per-topic policies, the relay channel (room for the HTTP API) |
 //! | [`socket`] | a connection's decisions: heartbeat, join, duplicate join, leave, routing; `SocketHandler`, `Router` |
 //! | [`channel`] | the app-facing `Channel` API, `ChannelContext`, the channel server task |
 //! | [`presence`] | presence shards over the [`tracker`] CRDT, snapshots for joiners |

@@ -53,6 +53,7 @@ impl Subscribers {
                     serializer: Serializer::V2,
                     intercepts: Arc::from(Vec::<String>::new()),
                     handle_out: Arc::new(|_| {}),
+                    socket_id: None,
                 };
                 (i as SubId, kind)
             })

@@ -45,6 +45,27 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// `[webhooks]` (standalone): timeouts, retries and concurrency of every webhook call.
     pub webhooks: crate::standalone::webhook::WebhookConfig,
+    /// `[api]` (standalone): the HTTP API for backends (broadcast, disconnect, presence, stats).
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the HTTP API a backend acts on the broker with.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// The API key (`Authorization: Bearer KEY` or `X-Api-Key: KEY`); unset: no API is served.
+    pub key: Option<String>,
+    /// Mount path: `PATH/broadcast`, `PATH/broadcasts`, `PATH/disconnect`, `PATH/presence/TOPIC`,
+    /// `PATH/stats`.
+    pub path: String,
+    /// Largest request body in bytes (a batch of broadcasts); larger gets 413.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { key: None, path: "/api".into(), max_body_bytes: 8 << 20 }
+    }
 }
 
 impl Default for Config {
@@ -66,6 +87,7 @@ impl Default for Config {
             auth: None,
             identity: IdentityConfig::default(),
             webhooks: Default::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -119,6 +141,14 @@ impl Config {
             if p.join == JoinMode::Claims && !self.identity_on() {
                 return Err(format!("channels.policies[{i}].join = \"claims\" needs [auth] or identity.connect_url"));
             }
+        }
+        if let Some(k) = &self.api.key {
+            if k.len() < 16 {
+                return Err("api.key must be at least 16 bytes".into());
+            }
+        }
+        if !self.api.path.starts_with('/') || self.api.path.len() < 2 || self.api.path.ends_with('/') {
+            return Err(format!("api.path {:?} must start with '/' and not end with one", self.api.path));
         }
         if let Some(a) = &self.admin_listen {
             a.parse::<std::net::SocketAddr>().map_err(|e| format!("admin_listen {a:?}: {e}"))?;

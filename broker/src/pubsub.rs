@@ -55,12 +55,14 @@ pub struct Broadcast {
     pub topic: Arc<str>,
     pub event: String,
     pub payload: Payload,
+    /// Skip every subscriber whose socket has this id (the HTTP API's `exclude_socket_id`).
+    pub exclude_socket: Option<Arc<str>>,
     frames: [OnceLock<Result<Frame, EncodeError>>; 2],
 }
 
 impl Broadcast {
     pub fn new(topic: impl Into<Arc<str>>, event: impl Into<String>, payload: Payload) -> Broadcast {
-        Broadcast { topic: topic.into(), event: event.into(), payload, frames: [OnceLock::new(), OnceLock::new()] }
+        Broadcast { topic: topic.into(), event: event.into(), payload, exclude_socket: None, frames: [OnceLock::new(), OnceLock::new()] }
     }
 
     /// The fastlane frame for a serializer, encoded on first use and shared after that.
@@ -83,7 +85,7 @@ pub type Deliver = Arc<dyn Fn(&Arc<Broadcast>) + Send + Sync>;
 pub enum SubKind {
     /// A joined channel: frames go straight to its connection's outbox, except for events the
     /// channel intercepts, which go to `handle_out`.
-    Fastlane { outbox: Arc<Outbox>, serializer: Serializer, intercepts: Arc<[String]>, handle_out: Deliver },
+    Fastlane { outbox: Arc<Outbox>, serializer: Serializer, intercepts: Arc<[String]>, handle_out: Deliver, socket_id: Option<Arc<str>> },
     /// Anything else (a transport's socket-id topic, a channel's extra subscription).
     Plain(Deliver),
 }
@@ -95,6 +97,8 @@ enum Command {
     /// Frames for one outbox, queued behind the shard's earlier work (a channel's reply after
     /// its own broadcast).
     Push { outbox: Arc<Outbox>, frames: Vec<Frame> },
+    /// The topics this shard has subscribers for.
+    Topics { reply: oneshot::Sender<Vec<Arc<str>>> },
 }
 
 /// One shard's command queue, with counters that let a sender learn, without waiting, whether
@@ -183,6 +187,20 @@ impl PubSub {
             }
             Err(_) => unreachable!("a Push command comes back as a Push"),
         }
+    }
+
+    /// Topics with at least one subscriber on this node (an admin query: O(topics)).
+    pub async fn topic_count(&self) -> usize {
+        let mut all = std::collections::HashSet::new();
+        for i in 0..self.shards.len() {
+            let (reply, rx) = oneshot::channel();
+            if self.send(i, Command::Topics { reply }).await {
+                if let Ok(topics) = rx.await {
+                    all.extend(topics);
+                }
+            }
+        }
+        all.len()
     }
 
     pub fn shard_count(&self) -> usize {
@@ -343,6 +361,9 @@ impl Shard {
             Command::Push { outbox, frames } => {
                 let _ = outbox.push_all(frames);
             }
+            Command::Topics { reply } => {
+                let _ = reply.send(self.topics.keys().cloned().collect());
+            }
             Command::Publish { msg, from, done } => {
                 if let Some(entry) = self.topics.get(&msg.topic) {
                     let delivered = dispatch(&msg, from, &entry.subs);
@@ -368,7 +389,10 @@ pub fn dispatch(msg: &Arc<Broadcast>, from: Option<SubId>, subs: &[(SubId, SubKi
             continue;
         }
         match kind {
-            SubKind::Fastlane { outbox, serializer, intercepts, handle_out } => {
+            SubKind::Fastlane { outbox, serializer, intercepts, handle_out, socket_id } => {
+                if msg.exclude_socket.is_some() && msg.exclude_socket == *socket_id {
+                    continue;
+                }
                 if !intercepts.is_empty() && intercepts.iter().any(|e| *e == msg.event) {
                     handle_out(msg);
                     continue;
@@ -401,7 +425,7 @@ mod tests {
         Arc::new(Outbox::new(OutboxLimits { max_frames: 100, max_bytes: 1 << 20 }))
     }
     fn fastlane(o: &Arc<Outbox>, ser: Serializer) -> SubKind {
-        SubKind::Fastlane { outbox: o.clone(), serializer: ser, intercepts: Arc::from(vec![]), handle_out: Arc::new(|_| {}) }
+        SubKind::Fastlane { outbox: o.clone(), serializer: ser, intercepts: Arc::from(vec![]), handle_out: Arc::new(|_| {}), socket_id: None }
     }
     fn drain(o: &Outbox) -> Vec<String> {
         let mut q = VecDeque::new();
@@ -473,6 +497,7 @@ mod tests {
             serializer: Serializer::V2,
             intercepts: Arc::from(vec!["secret".to_string()]),
             handle_out: Arc::new(move |b: &Arc<Broadcast>| s2.lock().push(b.event.clone())),
+            socket_id: None,
         };
         ps.subscribe(0, "t".into(), 1, kind, vec![]).await;
         ps.local_broadcast(Arc::new(Broadcast::new("t", "secret", Payload::empty_object())), None, None).await;

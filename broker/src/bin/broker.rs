@@ -28,6 +28,9 @@ struct Args {
     /// "admin listening on ADDR", the second stdout line).
     #[arg(long, env = "BROKER_ADMIN_LISTEN")]
     admin_listen: Option<String>,
+    /// The HTTP API key (turns the API on at /api; see the README).
+    #[arg(long, env = "BROKER_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Socket mount path (WebSocket at PATH/websocket, LongPoll at PATH/longpoll).
     #[arg(long, env = "BROKER_SOCKET_PATH")]
     socket_path: Option<String>,
@@ -83,6 +86,9 @@ fn build_config(args: &Args) -> Result<Config, String> {
     }
     if let Some(v) = &args.admin_listen {
         c.admin_listen = Some(v.clone());
+    }
+    if let Some(v) = &args.api_key {
+        c.api.key = Some(v.clone());
     }
     if let Some(v) = &args.socket_path {
         c.socket_path = v.clone();

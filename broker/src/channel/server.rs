@@ -135,7 +135,8 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
             }
         })
     };
-    let kind = SubKind::Fastlane { outbox: socket.outbox.clone(), serializer: socket.serializer, intercepts, handle_out };
+    let socket_id = socket.id.as_deref().map(Arc::from);
+    let kind = SubKind::Fastlane { outbox: socket.outbox.clone(), serializer: socket.serializer, intercepts, handle_out, socket_id };
     socket.env.pubsub.subscribe(socket.shard, topic.clone(), sub_id, kind, first).await;
     ctx.joined = true;
     ctx.ref_ = None;

@@ -522,7 +522,7 @@ mod tests {
 
     async fn listener(ps: &PubSub, topic: &str) -> Arc<Outbox> {
         let o = Arc::new(Outbox::new(OutboxLimits { max_frames: 1000, max_bytes: 1 << 20 }));
-        let kind = SubKind::Fastlane { outbox: o.clone(), serializer: Serializer::V2, intercepts: Arc::from(vec![]), handle_out: Arc::new(|_| {}) };
+        let kind = SubKind::Fastlane { outbox: o.clone(), serializer: Serializer::V2, intercepts: Arc::from(vec![]), handle_out: Arc::new(|_| {}), socket_id: None };
         ps.subscribe(0, topic.into(), 999, kind, vec![]).await;
         o
     }

@@ -1,8 +1,9 @@
 //! The standalone binary's side of the broker: what it offers an app whose backend is not
 //! written in Rust. Verified identity ([`identity`]: Phoenix.Token, JWT) and the socket handler
 //! that applies it ([`handler`]), webhooks to the app's backend ([`webhook`]), and the relay
-//! channel with per-topic policies ([`relay`]). The HTTP API belongs here too.
+//! channel with per-topic policies ([`relay`]), and the HTTP API for backends ([`api`]).
 
+pub mod api;
 pub mod handler;
 pub mod identity;
 pub mod relay;

@@ -30,6 +30,9 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, peer: Socke
         super::websocket::upgrade(state, req, peer).await
     } else if path.starts_with(base) && rest == "/longpoll" && state.config.longpoll {
         super::longpoll::handle(state, req, peer).await
+    } else if let Some(api_rest) = api_route(&state, path) {
+        let api_rest = api_rest.to_owned();
+        crate::standalone::api::handle(state, req, &api_rest).await
     } else {
         match (req.method(), path) {
             (&Method::GET, "/") if state.config.demo_page => {
@@ -47,6 +50,13 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, peer: Socke
         }
     };
     Ok(resp)
+}
+
+/// The part of `path` under the API's mount path, when the API is on.
+fn api_route<'a>(state: &ServerState, path: &'a str) -> Option<&'a str> {
+    state.config.api.key.as_ref()?;
+    let rest = path.strip_prefix(state.config.api.path.as_str())?;
+    (rest.starts_with('/')).then_some(rest)
 }
 
 /// `/metrics` and `/health`: on the public address, or only on `admin_listen` when it is set.

@@ -211,9 +211,6 @@ impl Server {
             }
         }
         drop(listener);
-        if let Some(t) = admin_task {
-            t.abort();
-        }
         state.begin_shutdown();
         let grace = Duration::from_millis(state.config.limits.shutdown_grace_ms);
         let deadline = tokio::time::Instant::now() + grace;
@@ -221,6 +218,10 @@ impl Server {
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The admin address answers through the drain (`/readyz` says 503 meanwhile).
+        if let Some(t) = admin_task {
+            t.abort();
         }
     }
 }
@@ -248,8 +249,9 @@ async fn serve_admin(listener: TcpListener, state: Arc<ServerState>) {
             continue;
         };
         let timeout = Duration::from_millis(state.config.limits.http_header_timeout_ms);
+        let state = state.clone();
         tokio::spawn(async move {
-            let svc = service_fn(crate::transport::http::handle_admin);
+            let svc = service_fn(move |req| crate::transport::http::handle_admin(state.clone(), req));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(timeout)

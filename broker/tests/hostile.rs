@@ -724,13 +724,31 @@ async fn malformed_frames_close_with_their_codes_and_hurt_no_one() {
 
 #[tokio::test]
 async fn metrics_and_health_can_live_on_a_separate_admin_address() {
-    let b = Broker::start(DEFAULTS, &["--admin-listen", "127.0.0.1:0"]);
+    let mut b = Broker::start(DEFAULTS, &["--admin-listen", "127.0.0.1:0"]);
     let admin = b.admin.unwrap();
     for path in ["/metrics", "/health"] {
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(status_of(&http(b.addr, req.as_bytes()).await), 404, "{path} on the public address");
         assert_eq!(status_of(&http(admin, req.as_bytes()).await), 200, "{path} on the admin address");
     }
+    for path in ["/healthz", "/readyz"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(status_of(&http(admin, req.as_bytes()).await), 200, "{path}");
+    }
+    // Draining: /readyz turns 503 while connections close (a client that does not answer the
+    // close keeps its connection for the linger), /healthz stays 200.
+    let _held = Client::connect(b.addr, "vsn=2.0.0").await;
+    Command::new("kill").arg("-TERM").arg(b.child.id().to_string()).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let ready = status_of(&http(admin, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n").await);
+        if ready == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz never said draining (last {ready})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status_of(&http(admin, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await), 200);
     let plain = Broker::start(DEFAULTS, &[]);
     let resp = http(plain.addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(status_of(&resp), 200, "without admin_listen, /health stays on the public address");

@@ -45,7 +45,7 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, peer: Socke
                 r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8"));
                 r
             }
-            (&Method::GET, "/metrics" | "/health") if state.config.admin_listen.is_none() => admin_route(&req),
+            (&Method::GET, "/metrics" | "/health" | "/healthz" | "/readyz") if state.config.admin_listen.is_none() => admin_route(&state, &req),
             _ => text(StatusCode::NOT_FOUND, "not found"),
         }
     };
@@ -59,17 +59,25 @@ fn api_route<'a>(state: &ServerState, path: &'a str) -> Option<&'a str> {
     (rest.starts_with('/')).then_some(rest)
 }
 
-/// `/metrics` and `/health`: on the public address, or only on `admin_listen` when it is set.
-fn admin_route(req: &Request<Incoming>) -> Response<Body> {
+/// `/metrics`, `/healthz` (the process answers; `/health` is the same), `/readyz` (accepting
+/// connections: 503 once draining): on the public address, or only on `admin_listen` when it is
+/// set.
+fn admin_route(state: &ServerState, req: &Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => text(StatusCode::OK, &METRICS.render()),
-        (&Method::GET, "/health") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/metrics") => {
+            let mut r = text(StatusCode::OK, &METRICS.render());
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            r
+        }
+        (&Method::GET, "/health" | "/healthz") => text(StatusCode::OK, "ok"),
+        (&Method::GET, "/readyz") if state.draining() => text(StatusCode::SERVICE_UNAVAILABLE, "draining"),
+        (&Method::GET, "/readyz") => text(StatusCode::OK, "ready"),
         _ => text(StatusCode::NOT_FOUND, "not found"),
     }
 }
 
 /// Routes one request on the admin address.
-pub async fn handle_admin(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    Ok(admin_route(&req))
+pub async fn handle_admin(state: Arc<ServerState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    Ok(admin_route(&state, &req))
 }
 

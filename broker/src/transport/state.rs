@@ -53,6 +53,11 @@ impl ServerState {
         self.shutdown.subscribe()
     }
 
+    /// Has the drain begun (shutdown)?
+    pub fn draining(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
     /// Tells every connection and session to drain (WebSocket close 1012).
     pub fn begin_shutdown(&self) {
         let _ = self.shutdown.send(true);

@@ -724,7 +724,7 @@ async fn malformed_frames_close_with_their_codes_and_hurt_no_one() {
 
 #[tokio::test]
 async fn metrics_and_health_can_live_on_a_separate_admin_address() {
-    let mut b = Broker::start(DEFAULTS, &["--admin-listen", "127.0.0.1:0"]);
+    let b = Broker::start(DEFAULTS, &["--admin-listen", "127.0.0.1:0"]);
     let admin = b.admin.unwrap();
     for path in ["/metrics", "/health"] {
         let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit + wire tests, the phoenix.js conformance suite (Node), and a
-# short loadgen smoke run. Needs cargo and node/npm; installs the npm packages if missing.
+# The whole test suite: Rust unit + wire tests, the phoenix.js conformance suite (Node), the HTTP
+# API against docs/openapi.json (schemathesis), and a short loadgen smoke run. Needs cargo,
+# node/npm and python3; installs the npm packages and schemathesis if missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,9 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 export BROKER_BIN="$TARGET_DIR/debug/broker"
 export CONFORMANCE_BIN="$TARGET_DIR/debug/examples/conformance"
 (cd tests/js && npm test)
+
+echo "== HTTP API against docs/openapi.json (schemathesis)"
+scripts/api-check.sh
 
 if [ -x scripts/loadgen-smoke.sh ]; then
   echo "== loadgen smoke"

@@ -1,89 +1,118 @@
-//! Process-wide counters, served as Prometheus text at `/metrics`.
+//! Process-wide metrics, served as Prometheus text at `/metrics`.
 //!
-//! Counters are relaxed atomics bumped once per event (a delivery batch counts once per shard
-//! and broadcast, not once per subscriber, so the hot loop touches no shared cache line).
+//! Every metric is a [`prometheus`] collector registered in one [`Registry`]; the types here are
+//! thin wrappers that keep the crate's call sites short (`METRICS.joins.inc()`). Bumping a
+//! counter or a gauge is one relaxed atomic add: no lock, no allocation (the registry's lock is
+//! only taken by [`Metrics::render`]). Hot paths still bump once per event (a delivery batch
+//! counts once per shard and broadcast, not once per subscriber, so the hot loop touches no
+//! shared cache line).
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{LazyLock, OnceLock};
+use std::time::Duration;
 
-#[derive(Default)]
-pub struct Counter(AtomicU64);
+use prometheus::{HistogramOpts, IntCounter, IntGauge, Opts, Registry, TextEncoder};
+
+/// A monotonic counter (a registered [`IntCounter`]).
+pub struct Counter(IntCounter);
 
 impl Counter {
-    pub const fn new() -> Counter {
-        Counter(AtomicU64::new(0))
+    fn registered(registry: &Registry, name: &str, help: &str) -> Counter {
+        let c = IntCounter::with_opts(Opts::new(name, help)).expect("valid counter");
+        registry.register(Box::new(c.clone())).expect("metric registered once");
+        Counter(c)
     }
+
+    #[inline]
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.inc();
     }
+
+    #[inline]
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
+
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
-#[derive(Default)]
-pub struct Gauge(AtomicI64);
+/// A gauge (a registered [`IntGauge`]).
+///
+/// [`Gauge::new`] is `const` so that a free-standing gauge can live in a `static` (tests of code
+/// that takes a `&'static Gauge`); such a gauge is registered nowhere and never rendered.
+pub struct Gauge(OnceLock<IntGauge>);
 
 impl Gauge {
+    /// A gauge registered nowhere (created on first use).
     pub const fn new() -> Gauge {
-        Gauge(AtomicI64::new(0))
+        Gauge(OnceLock::new())
     }
+
+    fn registered(registry: &Registry, name: &str, help: &str) -> Gauge {
+        let g = IntGauge::with_opts(Opts::new(name, help)).expect("valid gauge");
+        registry.register(Box::new(g.clone())).expect("metric registered once");
+        Gauge(OnceLock::from(g))
+    }
+
+    /// The underlying gauge: one acquire load once initialized (registered gauges always are).
+    #[inline]
+    fn gauge(&self) -> &IntGauge {
+        self.0.get_or_init(|| IntGauge::new("phx_broker_unregistered", "A gauge registered nowhere.").expect("valid gauge"))
+    }
+
+    #[inline]
     pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.gauge().inc();
     }
+
+    #[inline]
     pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.gauge().dec();
     }
+
     pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+        self.gauge().get()
     }
+
+    #[inline]
     pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
+        self.gauge().set(v);
     }
 }
 
-/// A latency histogram with fixed buckets (seconds), Prometheus style (cumulative on render).
-pub struct Histogram {
-    /// Counts per bucket of [`LATENCY_BUCKETS_MS`], plus one for +Inf.
-    buckets: [AtomicU64; LATENCY_BUCKETS_MS.len() + 1],
-    sum_us: AtomicU64,
-    count: AtomicU64,
+impl Default for Gauge {
+    fn default() -> Gauge {
+        Gauge::new()
+    }
 }
 
-/// Upper bounds of the latency buckets, in milliseconds.
-pub const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000];
+/// Upper bounds of the latency buckets, in seconds (1 ms … 5 s; `+Inf` is implied).
+pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// A latency histogram in seconds (a registered [`prometheus::Histogram`] with
+/// [`LATENCY_BUCKETS`]).
+pub struct Histogram(prometheus::Histogram);
 
 impl Histogram {
-    pub const fn new() -> Histogram {
-        Histogram { buckets: [const { AtomicU64::new(0) }; LATENCY_BUCKETS_MS.len() + 1], sum_us: AtomicU64::new(0), count: AtomicU64::new(0) }
+    fn registered(registry: &Registry, name: &str, help: &str) -> Histogram {
+        let h = prometheus::Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())).expect("valid histogram");
+        registry.register(Box::new(h.clone())).expect("metric registered once");
+        Histogram(h)
     }
 
-    pub fn observe(&self, d: std::time::Duration) {
-        let ms = d.as_millis() as u64;
-        let i = LATENCY_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(LATENCY_BUCKETS_MS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+    pub fn observe(&self, d: Duration) {
+        self.0.observe(d.as_secs_f64());
     }
 
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP phx_broker_{name} {help}\n# TYPE phx_broker_{name} histogram");
-        let mut cumulative = 0;
-        for (i, b) in LATENCY_BUCKETS_MS.iter().enumerate() {
-            cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "phx_broker_{name}_bucket{{le=\"{}\"}} {cumulative}", *b as f64 / 1000.0);
-        }
-        cumulative += self.buckets[LATENCY_BUCKETS_MS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "phx_broker_{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let _ = writeln!(out, "phx_broker_{name}_sum {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "phx_broker_{name}_count {}", self.count.load(Ordering::Relaxed));
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.0.get_sample_count()
     }
 }
 
 pub struct Metrics {
+    registry: Registry,
     pub connections: Gauge,
     pub connections_total: Counter,
     pub longpoll_sessions: Gauge,
@@ -92,6 +121,10 @@ pub struct Metrics {
     pub join_errors: Counter,
     pub channel_crashes: Counter,
     pub messages_in: Counter,
+    /// Frames handed to clients: WebSocket frames written, LongPoll messages returned by polls.
+    pub messages_out: Counter,
+    /// Bytes handed to clients: WebSocket bytes written, LongPoll message bytes returned by polls.
+    pub bytes_out: Counter,
     pub broadcasts: Counter,
     pub broadcast_encodes: Counter,
     pub deliveries: Counter,
@@ -117,71 +150,149 @@ pub struct Metrics {
     pub rate_limited: Counter,
 }
 
-pub static METRICS: Metrics = Metrics {
-    connections: Gauge::new(),
-    connections_total: Counter::new(),
-    longpoll_sessions: Gauge::new(),
-    channels: Gauge::new(),
-    joins: Counter::new(),
-    join_errors: Counter::new(),
-    channel_crashes: Counter::new(),
-    messages_in: Counter::new(),
-    broadcasts: Counter::new(),
-    broadcast_encodes: Counter::new(),
-    deliveries: Counter::new(),
-    slow_consumers: Counter::new(),
-    frames_dropped: Counter::new(),
-    decode_errors: Counter::new(),
-    accept_errors: Counter::new(),
-    refused_at_capacity: Counter::new(),
-    presence_diffs: Counter::new(),
-    budget_closes: Counter::new(),
-    refused_messages: Counter::new(),
-    longpoll_refused: Counter::new(),
-    outbound_queued_bytes: Gauge::new(),
-    webhook_calls: Counter::new(),
-    webhook_failures: Counter::new(),
-    webhook_latency: Histogram::new(),
-    rate_limited: Counter::new(),
-};
+/// The process's metrics, registered on first use.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 impl Metrics {
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut g = |name: &str, help: &str, v: i64| {
-            let _ = writeln!(out, "# HELP phx_broker_{name} {help}\n# TYPE phx_broker_{name} gauge\nphx_broker_{name} {v}");
-        };
-        g("connections", "Open WebSocket connections.", self.connections.get());
-        g("longpoll_sessions", "Live LongPoll sessions.", self.longpoll_sessions.get());
-        g("channels", "Joined channels.", self.channels.get());
-        g("outbound_queued_bytes", "Bytes queued for clients (a shared frame counts in each queue).", self.outbound_queued_bytes.get());
-        let counters: [(&str, &str, &Counter); 20] = [
-            ("connections_total", "WebSocket connections accepted.", &self.connections_total),
-            ("joins_total", "Successful joins.", &self.joins),
-            ("join_errors_total", "Joins refused or crashed.", &self.join_errors),
-            ("channel_crashes_total", "Channels that crashed (phx_error).", &self.channel_crashes),
-            ("messages_in_total", "Client messages decoded.", &self.messages_in),
-            ("broadcasts_total", "Broadcasts dispatched.", &self.broadcasts),
-            ("broadcast_encodes_total", "Fastlane frames encoded (once per serializer per broadcast).", &self.broadcast_encodes),
-            ("deliveries_total", "Fastlane frames queued to subscribers.", &self.deliveries),
-            ("slow_consumers_total", "Connections closed because their outbox overflowed.", &self.slow_consumers),
-            ("frames_dropped_total", "Frames that could not be encoded for a subscriber (binary on V1/LongPoll).", &self.frames_dropped),
-            ("decode_errors_total", "Undecodable client frames (socket closed 1011).", &self.decode_errors),
-            ("accept_errors_total", "accept() failures (EMFILE and others).", &self.accept_errors),
-            ("refused_at_capacity_total", "Connections refused with 503 at the connection limit.", &self.refused_at_capacity),
-            ("presence_diffs_total", "presence_diff broadcasts sent.", &self.presence_diffs),
-            ("budget_closes_total", "Stalled consumers closed (1008) because the outbound budget was exceeded.", &self.budget_closes),
-            ("refused_messages_total", "Client messages refused for a size limit.", &self.refused_messages),
-            ("longpoll_refused_total", "LongPoll sessions refused (address rate or session pool).", &self.longpoll_refused),
-            ("webhook_calls_total", "Webhook calls made (connect, join, event).", &self.webhook_calls),
-            ("webhook_failures_total", "Webhook calls that failed (timeout, unreachable, non-2xx, not JSON).", &self.webhook_failures),
-            ("rate_limited_total", "Client messages and joins refused by a per-connection rate limit.", &self.rate_limited),
-        ];
-        for (name, help, c) in counters {
-            let _ = writeln!(out, "# HELP phx_broker_{name} {help}\n# TYPE phx_broker_{name} counter\nphx_broker_{name} {}", c.get());
+    fn new() -> Metrics {
+        let r = Registry::new();
+        let counter = |name: &str, help: &str| Counter::registered(&r, &format!("phx_broker_{name}"), help);
+        let gauge = |name: &str, help: &str| Gauge::registered(&r, &format!("phx_broker_{name}"), help);
+        Metrics {
+            connections: gauge("connections", "Open WebSocket connections."),
+            longpoll_sessions: gauge("longpoll_sessions", "Live LongPoll sessions."),
+            channels: gauge("channels", "Joined channels."),
+            outbound_queued_bytes: gauge("outbound_queued_bytes", "Bytes queued for clients (a shared frame counts in each queue)."),
+            connections_total: counter("connections_total", "WebSocket connections accepted."),
+            joins: counter("joins_total", "Successful joins."),
+            join_errors: counter("join_errors_total", "Joins refused or crashed."),
+            channel_crashes: counter("channel_crashes_total", "Channels that crashed (phx_error)."),
+            messages_in: counter("messages_in_total", "Client messages decoded."),
+            messages_out: counter("messages_out_total", "Frames handed to clients (WebSocket frames written, LongPoll messages returned by polls)."),
+            bytes_out: counter("bytes_out_total", "Bytes handed to clients (WebSocket bytes written, LongPoll message bytes returned by polls)."),
+            broadcasts: counter("broadcasts_total", "Broadcasts dispatched."),
+            broadcast_encodes: counter("broadcast_encodes_total", "Fastlane frames encoded (once per serializer per broadcast)."),
+            deliveries: counter("deliveries_total", "Fastlane frames queued to subscribers."),
+            slow_consumers: counter("slow_consumers_total", "Connections closed because their outbox overflowed."),
+            frames_dropped: counter("frames_dropped_total", "Frames that could not be encoded for a subscriber (binary on V1/LongPoll)."),
+            decode_errors: counter("decode_errors_total", "Undecodable client frames (socket closed 1011)."),
+            accept_errors: counter("accept_errors_total", "accept() failures (EMFILE and others)."),
+            refused_at_capacity: counter("refused_at_capacity_total", "Connections refused with 503 at the connection limit."),
+            presence_diffs: counter("presence_diffs_total", "presence_diff broadcasts sent."),
+            budget_closes: counter("budget_closes_total", "Stalled consumers closed (1008) because the outbound budget was exceeded."),
+            refused_messages: counter("refused_messages_total", "Client messages refused for a size limit."),
+            longpoll_refused: counter("longpoll_refused_total", "LongPoll sessions refused (address rate or session pool)."),
+            webhook_calls: counter("webhook_calls_total", "Webhook calls made (connect, join, event)."),
+            webhook_failures: counter("webhook_failures_total", "Webhook calls that failed (timeout, unreachable, non-2xx, not JSON)."),
+            rate_limited: counter("rate_limited_total", "Client messages and joins refused by a per-connection rate limit."),
+            webhook_latency: Histogram::registered(&r, "phx_broker_webhook_latency_seconds", "Webhook call latency, retries included."),
+            registry: r,
         }
-        self.webhook_latency.render(&mut out, "webhook_latency_seconds", "Webhook call latency, retries included.");
-        out
+    }
+
+    /// Prometheus text exposition (format 0.0.4), families sorted by name.
+    pub fn render(&self) -> String {
+        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of an unlabelled sample line, as printed.
+    fn sample<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn every_metric_is_rendered_with_its_type_and_help() {
+        // A private registry (METRICS is shared with the crate's other tests).
+        let m = Metrics::new();
+        m.joins.add(3);
+        m.connections.inc();
+        m.connections.inc();
+        m.connections.dec();
+        m.outbound_queued_bytes.set(-7);
+        let text = m.render();
+        for (name, kind) in [
+            ("connections", "gauge"),
+            ("longpoll_sessions", "gauge"),
+            ("channels", "gauge"),
+            ("outbound_queued_bytes", "gauge"),
+            ("connections_total", "counter"),
+            ("joins_total", "counter"),
+            ("join_errors_total", "counter"),
+            ("channel_crashes_total", "counter"),
+            ("messages_in_total", "counter"),
+            ("messages_out_total", "counter"),
+            ("bytes_out_total", "counter"),
+            ("broadcasts_total", "counter"),
+            ("broadcast_encodes_total", "counter"),
+            ("deliveries_total", "counter"),
+            ("slow_consumers_total", "counter"),
+            ("frames_dropped_total", "counter"),
+            ("decode_errors_total", "counter"),
+            ("accept_errors_total", "counter"),
+            ("refused_at_capacity_total", "counter"),
+            ("presence_diffs_total", "counter"),
+            ("budget_closes_total", "counter"),
+            ("refused_messages_total", "counter"),
+            ("longpoll_refused_total", "counter"),
+            ("webhook_calls_total", "counter"),
+            ("webhook_failures_total", "counter"),
+            ("rate_limited_total", "counter"),
+            ("webhook_latency_seconds", "histogram"),
+        ] {
+            assert!(text.contains(&format!("# TYPE phx_broker_{name} {kind}\n")), "{name} {kind} missing:\n{text}");
+            assert!(text.contains(&format!("# HELP phx_broker_{name} ")), "{name} has no help");
+        }
+        assert_eq!(text.matches("# TYPE ").count(), 27, "{text}");
+        // Integer metrics print as integers (clients parse `^name (\d+)$`).
+        assert_eq!(sample(&text, "phx_broker_joins_total"), Some("3"));
+        assert_eq!(sample(&text, "phx_broker_channels"), Some("0"));
+        assert_eq!(sample(&text, "phx_broker_connections"), Some("1"));
+        assert_eq!(sample(&text, "phx_broker_outbound_queued_bytes"), Some("-7"));
+        assert_eq!((m.joins.get(), m.connections.get()), (3, 1));
+    }
+
+    #[test]
+    fn latency_histogram_is_in_seconds_with_cumulative_buckets() {
+        let m = Metrics::new();
+        m.webhook_latency.observe(Duration::from_micros(1500));
+        m.webhook_latency.observe(Duration::from_millis(300));
+        m.webhook_latency.observe(Duration::from_secs(9));
+        assert_eq!(m.webhook_latency.count(), 3);
+        let text = m.render();
+        let bucket = |le: &str| sample(&text, &format!("phx_broker_webhook_latency_seconds_bucket{{le=\"{le}\"}}"));
+        assert_eq!(bucket("0.001"), Some("0"));
+        assert_eq!(bucket("0.002"), Some("1"));
+        assert_eq!(bucket("0.25"), Some("1"));
+        assert_eq!(bucket("0.5"), Some("2"));
+        assert_eq!(bucket("5"), Some("2"));
+        assert_eq!(bucket("+Inf"), Some("3"));
+        assert_eq!(text.matches("phx_broker_webhook_latency_seconds_bucket{").count(), LATENCY_BUCKETS.len() + 1);
+        assert_eq!(sample(&text, "phx_broker_webhook_latency_seconds_count"), Some("3"));
+        let sum: f64 = sample(&text, "phx_broker_webhook_latency_seconds_sum").unwrap().parse().unwrap();
+        assert!((sum - 9.3015).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn the_global_registry_renders() {
+        METRICS.messages_out.add(2);
+        METRICS.bytes_out.add(10);
+        assert!(METRICS.messages_out.get() >= 2);
+        let text = METRICS.render();
+        assert!(text.contains("# TYPE phx_broker_bytes_out_total counter\n"));
+        assert!(text.contains("# TYPE phx_broker_webhook_latency_seconds histogram\n"));
+    }
+
+    #[test]
+    fn a_free_standing_gauge_works() {
+        static G: Gauge = Gauge::new();
+        G.inc();
+        G.set(5);
+        G.dec();
+        assert_eq!(G.get(), 4);
     }
 }

@@ -105,7 +105,13 @@ impl Builder {
         let env = Arc::new(ChannelEnv { pubsub, presence, limits: SocketLimits::from_config(limits) });
         let endpoint = Arc::new(Endpoint { router: self.router, handler: self.handler, env });
         let check_origin = self.config.check_origin().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-        let state = Arc::new(ServerState::new(self.config, endpoint, check_origin, local_addr, max_connections, max_sessions));
+        let tls = match &self.config.tls {
+            Some(t) => Some(crate::transport::tls::acceptor(t).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?),
+            None => None,
+        };
+        let mut state = ServerState::new(self.config, endpoint, check_origin, local_addr, max_connections, max_sessions);
+        state.tls = tls;
+        let state = Arc::new(state);
         Ok(Server { listener, admin, state })
     }
 }
@@ -228,12 +234,26 @@ impl Server {
 
 async fn serve_connection(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
-    let io = TokioIo::new(tcp);
+    let header_timeout = Duration::from_millis(state.config.limits.http_header_timeout_ms);
+    match state.tls.clone() {
+        None => serve_http(state, TokioIo::new(tcp), peer, header_timeout).await,
+        Some(acceptor) => {
+            // The handshake is bounded like the request head it precedes (slowloris).
+            let Ok(Ok(tls)) = tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await else { return };
+            serve_http(state, TokioIo::new(tls), peer, header_timeout).await
+        }
+    }
+}
+
+async fn serve_http<I>(state: Arc<ServerState>, io: I, peer: SocketAddr, header_timeout: Duration)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let svc_state = state.clone();
     let svc = service_fn(move |req| crate::transport::http::handle(svc_state.clone(), req, peer));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(state.config.limits.http_header_timeout_ms))
+        .header_read_timeout(header_timeout)
         .keep_alive(true)
         .max_buf_size(64 * 1024)
         .serve_connection(io, svc)

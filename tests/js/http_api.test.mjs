@@ -9,7 +9,7 @@ import { writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Presence } from "phoenix";
-import { startServer, phxSocket, receive, nextEvent, until, closeAll, sleep, T } from "./harness.mjs";
+import { startServer, phxSocket, receive, nextEvent, until, closeAll, sleep, metric, T } from "./harness.mjs";
 
 const KEY = "api-key-0123456789abcdef";
 const SECRET = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -132,6 +132,9 @@ key = "${KEY}"
     assert.equal(stats.status, 200);
     assert.ok(stats.body.connections >= 2 && stats.body.channels >= 2 && stats.body.topics >= 1, JSON.stringify(stats.body));
     assert.equal(typeof stats.body.longpoll_sessions, "number");
+    // The Prometheus exposition counts what went out.
+    assert.ok((await metric(server, "phx_broker_messages_out_total")) > 0);
+    assert.ok((await metric(server, "phx_broker_bytes_out_total")) > 0);
     void e;
   });
 

@@ -3,20 +3,23 @@
 //! With no configuration it listens on 127.0.0.1:4000, lets any topic be joined, relays client
 //! events to the topic, tracks presence on `room:*` and serves a demo chat page at `/`.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
 use broker::config::{CheckOriginSetting, Config};
-use clap::Parser;
+use clap::{CommandFactory as _, Parser, ValueEnum};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A Phoenix Channels + Presence compatible broker.
 ///
-/// Precedence: built-in defaults < --config file < BROKER_* environment < flags.
+/// Precedence: built-in defaults < --config file < BROKER_* environment < flags. Every key is
+/// BROKER_<KEY> (BROKER_AUTH_TOKEN=true) or BROKER_<SECTION>__<KEY> with a double underscore
+/// (BROKER_LIMITS__MAX_FRAME_SIZE=2000000, BROKER_PRESENCE__TOPICS='["room:*","lobby"]'); values
+/// are TOML values, or text. An unknown BROKER_ variable is an error.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, long_about)]
 struct Args {
     /// TOML configuration file (see broker.example.toml).
     #[arg(long, env = "BROKER_CONFIG")]
@@ -64,9 +67,39 @@ struct Args {
     /// Disable the LongPoll transport.
     #[arg(long)]
     no_longpoll: bool,
-    /// Print the effective configuration as TOML-like debug output and exit.
+    /// Log lines on stderr: text (coloured only on a terminal) or json (one object a line).
+    /// RUST_LOG filters them (default: info).
+    #[arg(long, env = "BROKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Print the effective configuration as TOML (secrets redacted) and exit.
     #[arg(long)]
     print_config: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The variables that are flags' own (`env = "BROKER_…"` above): clap reads them, the
+/// configuration overlay skips them.
+fn flag_env() -> Vec<String> {
+    Args::command().get_arguments().filter_map(|a| a.get_env()).filter_map(|e| e.to_str()).map(str::to_owned).collect()
+}
+
+/// The `BROKER_*` environment; a value that is not Unicode is an error.
+fn broker_env() -> Result<Vec<(String, String)>, String> {
+    let mut vars = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        let Some(k) = k.to_str() else { continue };
+        if !k.starts_with(broker::config::ENV_PREFIX) {
+            continue;
+        }
+        let v = v.into_string().map_err(|_| format!("{k}: the value is not valid UTF-8"))?;
+        vars.push((k.to_owned(), v));
+    }
+    Ok(vars)
 }
 
 fn split_list(s: &str) -> Vec<String> {
@@ -74,13 +107,16 @@ fn split_list(s: &str) -> Vec<String> {
 }
 
 fn build_config(args: &Args) -> Result<Config, String> {
-    let mut c = match &args.config {
+    let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-            Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            Some((path.display().to_string(), text))
         }
-        None => Config::default(),
+        None => None,
     };
+    let flag_env = flag_env();
+    let flag_env: Vec<&str> = flag_env.iter().map(String::as_str).collect();
+    let mut c = Config::load(file.as_ref().map(|(n, t)| (n.as_str(), t.as_str())), broker_env()?, &flag_env)?;
     if let Some(v) = &args.listen {
         c.listen = v.clone();
     }
@@ -141,12 +177,20 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining connections");
 }
 
+/// Logs go to stderr (stdout carries the `listening on` lines): text, in colour only on a
+/// terminal, or JSON lines. RUST_LOG filters (default: info).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_ansi(false).init(),
+    }
+}
+
 fn main() {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(args.log_format);
     let config = match build_config(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -155,10 +199,17 @@ fn main() {
         }
     };
     if args.print_config {
-        println!("{config:#?}");
+        match config.redacted().to_toml() {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("broker: {e}");
+                std::process::exit(2);
+            }
+        }
         return;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let demo_page = config.demo_page;
     runtime.block_on(async move {
         let (router, handler) = match broker::standalone::build(&config) {
             Ok(r) => r,
@@ -180,7 +231,13 @@ fn main() {
             println!("admin listening on {admin}");
         }
         let _ = std::io::stdout().flush();
-        tracing::info!("demo page: http://{}/", server.local_addr());
+        match server.admin_addr() {
+            Some(admin) => tracing::info!(listen = %server.local_addr(), admin = %admin, "broker started"),
+            None => tracing::info!(listen = %server.local_addr(), "broker started"),
+        }
+        if demo_page {
+            tracing::info!("demo page: http://{}/", server.local_addr());
+        }
         server.run_until(shutdown_signal()).await;
     });
 }

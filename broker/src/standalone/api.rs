@@ -38,6 +38,13 @@ fn error(status: StatusCode, message: &str) -> Response<Body> {
     json_response(status, &json!({ "error": message }))
 }
 
+/// 405 with the `Allow` header RFC 9110 requires.
+fn not_allowed(allow: &'static str) -> Response<Body> {
+    let mut r = error(StatusCode::METHOD_NOT_ALLOWED, &format!("method not allowed (use {allow})"));
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
 /// Compares without an early exit (the key must not leak through timing).
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -72,11 +79,12 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, rest: &str)
     let Some(key) = &state.config.api.key else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
     let offered = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer")).map(|(_, k)| k))
         .or_else(|| req.headers().get("x-api-key").and_then(|v| v.to_str().ok()));
     match offered {
         None => {
@@ -154,8 +162,9 @@ pub async fn handle(state: Arc<ServerState>, req: Request<Incoming>, rest: &str)
             out.push(b'}');
             bytes_response(StatusCode::OK, Bytes::from(out))
         }
-        (_, "/broadcast" | "/broadcasts" | "/disconnect" | "/stats") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        (_, p) if p.starts_with("/presence/") => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        (_, "/broadcast" | "/broadcasts" | "/disconnect") => not_allowed("POST"),
+        (_, "/stats") => not_allowed("GET"),
+        (_, p) if p.starts_with("/presence/") => not_allowed("GET"),
         _ => error(StatusCode::NOT_FOUND, "no such API route"),
     }
 }

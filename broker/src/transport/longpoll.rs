@@ -137,6 +137,8 @@ async fn poll(state: &ServerState, session: Arc<Session>) -> Response<Body> {
             .collect();
         session.outbox.release(drained);
         if !messages.is_empty() {
+            METRICS.messages_out.add(messages.len() as u64);
+            METRICS.bytes_out.add(messages.iter().filter_map(Value::as_str).map(str::len).sum::<usize>() as u64);
             return json_response(json!({"status": 200, "token": session.token, "messages": messages}));
         }
         if !matches!(st, Status::Open) {

@@ -12,6 +12,7 @@ pub mod http;
 pub mod longpoll;
 pub mod sessions;
 pub mod state;
+pub mod tls;
 pub mod websocket;
 
 pub use capacity::{Capacity, Permit};

@@ -25,6 +25,8 @@ pub struct ServerState {
     /// can take the other's places.
     pub sessions: Arc<Capacity>,
     pub longpoll: LongPoll,
+    /// `[tls]`: every connection is TLS.
+    pub tls: Option<super::tls::TlsAcceptor>,
     shutdown: watch::Sender<bool>,
     conn_ids: AtomicU64,
 }
@@ -40,6 +42,7 @@ impl ServerState {
             connections: Arc::new(Capacity::new(max_connections, &crate::metrics::METRICS.connections)),
             sessions: Arc::new(Capacity::new(max_sessions, &crate::metrics::METRICS.longpoll_sessions)),
             longpoll: LongPoll::default(),
+            tls: None,
             shutdown,
             conn_ids: AtomicU64::new(1),
         }

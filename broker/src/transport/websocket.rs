@@ -19,9 +19,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, ReadHalf};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -145,17 +146,24 @@ pub async fn upgrade(state: Arc<ServerState>, mut req: Request<Incoming>, peer: 
     tokio::spawn(async move {
         let _place = permit;
         let Ok(upgraded) = on_upgrade.await else { return };
-        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
-            tracing::error!("upgraded connection is not a TCP stream");
-            return;
+        let socket = |endpoint| {
+            Socket::start(endpoint, SocketParams { conn_id, serializer, transport: Transport::WebSocket, assigns, params, outbox })
         };
-        let stream = parts.io.into_inner();
-        let socket = Socket::start(
-            endpoint,
-            SocketParams { conn_id, serializer, transport: Transport::WebSocket, assigns, params, outbox },
-        )
-        .await;
-        run(stream, parts.read_buf, socket, limits, shutdown).await;
+        // Plain TCP: the reader waits for readiness and holds no buffer while idle. TLS: the
+        // stream is split and read with a buffer (rustls keeps its own anyway).
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let (rd, wr) = parts.io.into_inner().into_split();
+                run(rd, wr, parts.read_buf, socket(endpoint).await, limits, shutdown).await;
+            }
+            Err(upgraded) => match upgraded.downcast::<TokioIo<tokio_rustls::server::TlsStream<TcpStream>>>() {
+                Ok(parts) => {
+                    let (rd, wr) = tokio::io::split(parts.io.into_inner());
+                    run(rd, wr, parts.read_buf, socket(endpoint).await, limits, shutdown).await;
+                }
+                Err(_) => tracing::error!("upgraded connection is neither TCP nor TLS over TCP"),
+            },
+        }
     });
 
     let mut resp = empty(StatusCode::SWITCHING_PROTOCOLS);
@@ -181,11 +189,49 @@ fn refused(r: Refused) -> Response<Body> {
     }
 }
 
+/// How the reader takes bytes from its half of the connection.
+pub trait ReadChunk: AsyncRead + Unpin + Send + 'static {
+    /// Reads what is there into `buf` (0 = end of stream), reserving `chunk` bytes when short.
+    fn read_chunk<'a>(&'a mut self, buf: &'a mut BytesMut, chunk: usize) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a;
+}
+
+/// Plain TCP: wait for readiness first, so an idle connection holds no read buffer.
+impl ReadChunk for OwnedReadHalf {
+    async fn read_chunk(&mut self, buf: &mut BytesMut, chunk: usize) -> std::io::Result<usize> {
+        loop {
+            self.readable().await?;
+            if buf.capacity() - buf.len() < chunk / 2 {
+                buf.reserve(chunk);
+            }
+            match self.try_read_buf(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+/// TLS (or any split stream): an ordinary buffered read.
+impl<S: AsyncRead + AsyncWrite + Send + 'static> ReadChunk for ReadHalf<S> {
+    async fn read_chunk(&mut self, buf: &mut BytesMut, chunk: usize) -> std::io::Result<usize> {
+        if buf.capacity() - buf.len() < chunk / 2 {
+            buf.reserve(chunk);
+        }
+        self.read_buf(buf).await
+    }
+}
+
 /// Runs a connection until it closes. `leftover` holds bytes read past the HTTP request.
-pub async fn run(stream: TcpStream, leftover: Bytes, mut socket: Socket, limits: Limits, mut shutdown: watch::Receiver<bool>) {
+pub async fn run<R: ReadChunk, W: AsyncWrite + Unpin + Send + 'static>(
+    mut rd: R,
+    wr: W,
+    leftover: Bytes,
+    mut socket: Socket,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let outbox = socket.info().outbox.clone();
     let serializer = socket.info().serializer;
-    let (rd, wr) = stream.into_split();
     let writer = tokio::spawn(write_loop(wr, outbox.clone(), limits.iov_batch.min(IOV_MAX)));
     let mut decoder = Decoder::new(limits.max_frame_size);
     decoder.buffer().extend_from_slice(&leftover);
@@ -233,19 +279,10 @@ pub async fn run(stream: TcpStream, leftover: Bytes, mut socket: Socket, limits:
             decoder.release_if_idle();
         }
         tokio::select! {
-            r = rd.readable() => {
-                if r.is_err() {
-                    break Ending::Gone;
-                }
-                let buf = decoder.buffer();
-                if buf.capacity() - buf.len() < limits.read_chunk / 2 {
-                    buf.reserve(limits.read_chunk);
-                }
-                match rd.try_read_buf(buf) {
-                    Ok(0) => break Ending::Gone,
+            r = rd.read_chunk(decoder.buffer(), limits.read_chunk) => {
+                match r {
+                    Ok(0) | Err(_) => break Ending::Gone,
                     Ok(_) => pending_input = true,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => break Ending::Gone,
                 }
             }
             ctl = socket.next_ctl() => {
@@ -288,7 +325,6 @@ pub async fn run(stream: TcpStream, leftover: Bytes, mut socket: Socket, limits:
         writer.abort();
         outbox.writer_done();
     }
-    let mut rd = rd;
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let mut scratch = vec![0u8; 16 * 1024];
         loop {
@@ -305,7 +341,7 @@ fn crashed() -> StopReason {
     StopReason::Error("socket crashed".into())
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>, batch: usize) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, batch: usize) {
     let mut queue: VecDeque<Frame> = VecDeque::new();
     // Bytes written since the last drain, given back to the outbox with the next drain (one
     // lock per write cycle).
@@ -366,7 +402,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, outbox: Arc<Outbox>, batch: usize) {
 ///
 /// The `IoSlice` array lives on the stack of one `poll`, never in the future's state: held
 /// across an `.await` it would cost 8 KiB per connection.
-async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>, outbox: &Outbox, batch: usize, written: &mut usize) -> std::io::Result<()> {
+async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, queue: &mut VecDeque<Frame>, outbox: &Outbox, batch: usize, written: &mut usize) -> std::io::Result<()> {
     let mut offset = 0; // bytes of queue[0] already written
     while !queue.is_empty() {
         let n = std::future::poll_fn(|cx| {
@@ -383,6 +419,8 @@ async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>, outbox:
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
+        METRICS.bytes_out.add(n as u64);
+        let frames_before = queue.len();
         let mut n = n;
         let mut released = 0;
         while n > 0 {
@@ -396,6 +434,7 @@ async fn write_all(wr: &mut OwnedWriteHalf, queue: &mut VecDeque<Frame>, outbox:
                 n = 0;
             }
         }
+        METRICS.messages_out.add((frames_before - queue.len()) as u64);
         *written += released;
         if !queue.is_empty() {
             outbox.release(std::mem::take(written));
@@ -419,7 +458,8 @@ mod tests {
         let (server, _) = listener.accept().await.unwrap();
         let (socket, outbox) = crate::testing::socket(crate::testing::endpoint(crate::socket::Router::new()), 1).await;
         let (_tx, rx) = watch::channel(false);
-        let reader = run(server, Bytes::new(), socket, Limits::default(), rx);
+        let (srd, swr) = server.into_split();
+        let reader = run(srd, swr, Bytes::new(), socket, Limits::default(), rx);
         let (_, wr) = client.into_split();
         let writer = write_loop(wr, outbox, 512);
         let (r, w) = (std::mem::size_of_val(&reader), std::mem::size_of_val(&writer));

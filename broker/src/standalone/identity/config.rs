@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `key_iterations` default (Phoenix.Token / Plug.Crypto).
 pub const DEFAULT_KEY_ITERATIONS: u32 = 1000;
@@ -15,7 +15,7 @@ pub const DEFAULT_KEY_LENGTH: usize = 32;
 pub const DEFAULT_JWT_LEEWAY_S: u64 = 5;
 
 /// The PBKDF2 PRF digest (`key_digest`, §9.2).
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Digest {
     #[default]
@@ -25,7 +25,7 @@ pub enum Digest {
 }
 
 /// The JWT signature algorithm accepted (exactly one; a token with any other `alg` is invalid).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum JwtAlgorithm {
     #[serde(alias = "HS256")]
@@ -38,7 +38,7 @@ pub enum JwtAlgorithm {
 
 /// Which verifier, from the TOML `[auth]` table (`kind = "phoenix_token"` or `kind = "jwt"`).
 /// `Debug` redacts the secrets.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
     /// Tokens minted by `Phoenix.Token.sign/4` (docs/PROTOCOL.md §9).

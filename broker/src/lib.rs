@@ -92,8 +92,13 @@ pub mod transport;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use channel::{Channel, ChannelContext, Continue, Info, Join, Reply, ShutdownReason, SocketRef, StopReason};
+// The types an app meets, at the crate root.
+pub use channel::{Channel, ChannelContext, Continue, Info, InfoSender, Join, PushFailed, Reply, ShutdownReason, SocketRef, StopReason};
 pub use config::Config;
-pub use protocol::{CloseReason, Payload, Serializer};
+pub use presence::{Presence, PresenceError};
+pub use protocol::{CloseReason, Payload, Serializer, Transport};
 pub use server::{BrokerHandle, Builder, Server};
 pub use socket::{ConnectError, ConnectInfo, Router, SocketHandler};
+/// Re-exported so an app implements [`Channel`] and [`SocketHandler`] without adding the crate
+/// itself: `#[broker::async_trait]`.
+pub use async_trait::async_trait;

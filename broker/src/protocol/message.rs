@@ -77,6 +77,20 @@ impl Payload {
         matches!(self, Payload::Binary(_))
     }
 
+    /// Decodes the JSON payload into a typed value (serde), e.g. in `handle_in`:
+    /// `let msg: NewMsg = payload.decode()?;`. A binary payload is an error.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        match self {
+            Payload::Json(b) => serde_json::from_slice(b),
+            Payload::Binary(_) => Err(<serde_json::Error as serde::de::Error>::custom("binary payload, not JSON")),
+        }
+    }
+
+    /// Encodes a typed value as a JSON payload (serde); the same as [`Payload::json`].
+    pub fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Payload {
+        Payload::json(value)
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Payload::Json(b) | Payload::Binary(b) => b.len(),

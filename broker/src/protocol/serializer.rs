@@ -417,4 +417,16 @@ mod tests {
         assert!(!Payload::Json(b("\"s\"")).is_object_or_binary());
         assert!(Payload::Binary(Bytes::new()).is_object_or_binary());
     }
+
+    #[test]
+    fn typed_payloads() {
+        #[derive(serde::Deserialize, serde::Serialize, PartialEq, Debug)]
+        struct NewMsg {
+            body: String,
+        }
+        let p = Payload::encode(&NewMsg { body: "hi".into() });
+        assert_eq!(p.decode::<NewMsg>().unwrap(), NewMsg { body: "hi".into() });
+        assert!(Payload::Json(Bytes::from_static(b"{}")).decode::<NewMsg>().is_err());
+        assert!(Payload::Binary(Bytes::from_static(b"x")).decode::<NewMsg>().is_err());
+    }
 }

@@ -9,6 +9,10 @@
 #   RUNS=1 scripts/bench.sh                # quicker
 #   ONLY=fanout-19k-1topic scripts/bench.sh
 #   OUT=/tmp/x SCALE=0.1 scripts/bench.sh   # elsewhere, 10% of the connections (regress.sh)
+#
+# The summary covers exactly the runs of this invocation: result files left in OUT by earlier
+# invocations (other labels, higher run numbers) are not mixed into the medians. (With ONLY=,
+# the summary and README hold that one label.)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -29,7 +33,8 @@ if [[ -z "${SKIP_BUILD:-}" ]]; then
   cargo build --release -p loadgen || exit 2
 fi
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-LG="$BIN/loadgen"
+# LOADGEN_BIN: another loadgen binary (the tests use their debug build)
+LG="${LOADGEN_BIN:-$BIN/loadgen}"
 # BROKER_BIN: another broker binary to measure (an A/B against an older commit's build).
 BROKER="${BROKER_BIN:-$BIN/broker}"
 TMP="$(mktemp -d)"
@@ -77,8 +82,10 @@ for entry in "${SUITE[@]}"; do
   args="${entry#*|}"
   if [[ -n "$ONLY" && "$label" != "$ONLY" ]]; then continue; fi
   for run in $(seq 1 "$RUNS"); do
-    start_broker || { echo "cannot start broker; run skipped"; status=1; continue; }
     f="$OUT/$label-run$run.json"
+    # a failed run must not leave an earlier invocation's file in its place
+    rm -f "$f" "$OUT/$label-run$run.svg"
+    start_broker || { echo "cannot start broker; run skipped"; status=1; continue; }
     echo "== $label run $run/$RUNS: loadgen $args"
     # shellcheck disable=SC2086
     "$LG" $args --url "$URL" --server-pid "$BROKER_PID" --label "$label" --deadline 300 \
@@ -91,8 +98,8 @@ for entry in "${SUITE[@]}"; do
 done
 
 if [[ ${#files[@]} -gt 0 ]]; then
-  # every run file present (re-running a label overwrites its runs)
-  mapfile -t files < <(ls "$OUT"/*-run*.json)
+  # exactly the files this invocation wrote (not every *-run*.json in OUT: stale ones would
+  # mix other code versions and settings into the medians)
   "$LG" summarize "${files[@]}" --out "$OUT/summary.json" --markdown "$OUT/summary.md" >/dev/null
   if [[ "$OUT" == bench-results ]]; then
     {

@@ -50,10 +50,12 @@ pub fn parse_pct(s: &str) -> Result<f64, PctError> {
     Ok(v)
 }
 
-fn metric(v: &Value, name: &str) -> Option<(f64, String, String)> {
-    let m = v.get("metrics")?.get(name)?;
+/// A metric of a report: (value, unit, better). The value is None when it is `null` (or not a
+/// number): missing, never 0.
+fn metric(v: &Value, name: &str) -> Option<(Option<f64>, String, String)> {
+    let m = v.get("metrics")?.get(name)?.as_object()?;
     Some((
-        m.get("value")?.as_f64()?,
+        m.get("value").and_then(Value::as_f64),
         m.get("unit").and_then(Value::as_str).unwrap_or("").to_string(),
         m.get("better").and_then(Value::as_str).unwrap_or("info").to_string(),
     ))
@@ -64,7 +66,8 @@ fn metric(v: &Value, name: &str) -> Option<(f64, String, String)> {
 /// A lower-is-better metric whose base is 0 (losses, failures) regresses on any increase.
 /// Millisecond metrics whose absolute change is below `min_abs_ms` never regress.
 /// Metrics whose name contains one of `ignore` are shown but never gate (e.g. `_max_ms`: the
-/// maximum of a single short run is noise).
+/// maximum of a single short run is noise). A metric absent or `null` on either side is
+/// "missing" (never compared as 0).
 pub fn compare(base: &Value, new: &Value, max_pct: f64, min_abs_ms: f64) -> (Vec<Row>, bool) {
     compare_ignoring(base, new, max_pct, min_abs_ms, &[])
 }
@@ -89,7 +92,7 @@ pub fn compare_ignoring(base: &Value, new: &Value, max_pct: f64, min_abs_ms: f64
         let n = metric(new, &name);
         let (unit, mut better) = match (&b, &n) {
             (_, Some((_, u, bt))) | (Some((_, u, bt)), None) => (u.clone(), bt.clone()),
-            _ => unreachable!(),
+            _ => (String::new(), "info".to_string()), // not a metric object on either side
         };
         if ignore.iter().any(|i| name.contains(i.as_str())) {
             better = "info".into();
@@ -98,13 +101,13 @@ pub fn compare_ignoring(base: &Value, new: &Value, max_pct: f64, min_abs_ms: f64
             name: name.clone(),
             unit: unit.clone(),
             better: better.clone(),
-            base: b.as_ref().map(|x| x.0),
-            new: n.as_ref().map(|x| x.0),
+            base: b.as_ref().and_then(|x| x.0),
+            new: n.as_ref().and_then(|x| x.0),
             worse_pct: None,
             verdict: Verdict::Info,
         };
-        match (b, n) {
-            (Some((bv, ..)), Some((nv, ..))) => {
+        match (row.base, row.new) {
+            (Some(bv), Some(nv)) => {
                 let worse_by = match better.as_str() {
                     "lower" => nv - bv,
                     "higher" => bv - nv,
@@ -247,6 +250,27 @@ mod tests {
         assert_eq!(parse_pct("2.5").unwrap(), 2.5);
         assert_eq!(parse_pct("x"), Err(PctError::NotANumber("x".into())));
         assert_eq!(parse_pct("-1%").unwrap_err().to_string(), "negative percentage \"-1%\"");
+        assert!(render(&rows, "base", "new").contains("missing"));
+    }
+
+    #[test]
+    fn null_values_are_missing_not_zero() {
+        let m = |v: Value| json!({"metrics": {"delivery_p99_ms": {"value": v, "unit": "ms", "better": "lower"},
+                                              "lost": {"value": 0.0, "unit": "count", "better": "lower"}}});
+        // a null base is not 0: the new value is not an "infinite" regression against it
+        let (rows, bad) = compare(&m(Value::Null), &m(json!(5.0)), 10.0, 0.0);
+        assert!(!bad, "{rows:?}");
+        assert_eq!(verdict(&rows, "delivery_p99_ms"), Verdict::Missing);
+        assert_eq!(rows.iter().find(|r| r.name == "delivery_p99_ms").unwrap().base, None);
+        // a null new value is not an improvement to 0
+        let (rows, bad) = compare(&m(json!(5.0)), &m(Value::Null), 10.0, 0.0);
+        assert!(!bad);
+        assert_eq!(verdict(&rows, "delivery_p99_ms"), Verdict::Missing);
+        // null on both sides
+        let (rows, bad) = compare(&m(Value::Null), &m(Value::Null), 10.0, 0.0);
+        assert!(!bad);
+        assert_eq!(verdict(&rows, "delivery_p99_ms"), Verdict::Missing);
+        assert_eq!(verdict(&rows, "lost"), Verdict::Ok);
         assert!(render(&rows, "base", "new").contains("missing"));
     }
 }

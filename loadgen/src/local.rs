@@ -88,8 +88,9 @@ impl Local {
     }
 }
 
-/// Record deliveries into a result: the `delivery` histogram, the timeline, and per broadcast
-/// the max latency and delivery count (what `record_delivery` did per frame).
+/// Record deliveries into a result: the `delivery` histogram, the timeline, the per-stream
+/// count, and per broadcast the max latency and delivery count (what `record_delivery` did per
+/// frame).
 pub fn record_deliveries(r: &mut WorkerResult, ds: &[Delivery]) {
     if ds.is_empty() {
         return;
@@ -104,6 +105,9 @@ pub fn record_deliveries(r: &mut WorkerResult, ds: &[Delivery]) {
         if d.sec != NO_SEC {
             r.timeline_record(d.sec as usize, d.lat);
         }
+    }
+    for d in ds {
+        *r.recv_per_stream.entry((d.key >> 32) as u32).or_default() += 1;
     }
     let mut untracked = 0u64;
     for d in ds {
@@ -172,6 +176,7 @@ mod tests {
     /// Reference: what the per-frame code did, everything into one result under one lock.
     fn record_direct(r: &mut WorkerResult, d: Delivery) {
         r.add("deliveries", 1);
+        *r.recv_per_stream.entry((d.key >> 32) as u32).or_default() += 1;
         r.hist("delivery").record(d.lat);
         if d.sec != NO_SEC {
             r.timeline_record(d.sec as usize, d.lat);

@@ -24,8 +24,10 @@ pub struct ServerSamples {
 pub struct Metrics(Map<String, Value>);
 
 impl Metrics {
+    /// A metric; a value that is not finite (NaN, ±inf: nothing to measure it from) is written
+    /// as `null`, which `compare` and `summarize` treat as missing (never as 0).
     pub fn put(&mut self, name: &str, value: f64, unit: &str, better: &str) {
-        let v = if value.is_finite() { (value * 1000.0).round() / 1000.0 } else { 0.0 };
+        let v = if value.is_finite() { json!((value * 1000.0).round() / 1000.0) } else { Value::Null };
         self.0.insert(name.into(), json!({"value": v, "unit": unit, "better": better}));
     }
     /// `{prefix}_{q}_ms` for each quantile, if the histogram has values.
@@ -36,6 +38,12 @@ impl Metrics {
         }
     }
 }
+
+/// Counters that make a run not ok when non-zero (see `build`): pushes never answered (or
+/// dropped from tracking, over 10,000 unanswered on one connection), sequence holes still open
+/// at close, heartbeats not answered within a period, connection tasks aborted at close.
+pub const UNHEALTHY_COUNTERS: &[&str] =
+    &["push_unreplied", "push_untracked", "holes_at_close", "heartbeat_timeouts", "tasks_aborted_at_close"];
 
 pub const Q_FULL: &[(&str, f64)] = &[("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p999", 0.999), ("max", 1.0)];
 pub const Q_SHORT: &[(&str, f64)] = &[("p50", 0.5), ("p99", 0.99), ("max", 1.0)];
@@ -96,6 +104,12 @@ pub fn build(run: RunInfo<'_>, r: &WorkerResult, scenario_part: impl FnOnce(&Wor
 
     scenario_part(r, &mut s);
     let Summary { metrics: mut m, mut problems, server_cpu_per, .. } = s;
+    // signs of trouble that are not losses
+    for k in UNHEALTHY_COUNTERS {
+        if c(k) > 0 {
+            problems.push(format!("{} × {k}", c(k)));
+        }
+    }
     for (k, v) in &r.errors {
         if k.starts_with("disconnected:") || k.starts_with("channel:") || k.starts_with("push:") || k.starts_with("frame:") || k.starts_with("presence:") {
             problems.push(format!("{v} × {k}"));
@@ -189,7 +203,7 @@ pub fn table(report: &Value) -> String {
             out.push_str(&format!(
                 "  {:<38} {:>14} {:<6} ({})\n",
                 k,
-                v["value"].as_f64().map(|x| if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x:.3}") }).unwrap_or_default(),
+                v["value"].as_f64().map(|x| if x.fract() == 0.0 { format!("{x:.0}") } else { format!("{x:.3}") }).unwrap_or_else(|| "-".into()),
                 v["unit"].as_str().unwrap_or(""),
                 v["better"].as_str().unwrap_or("")
             ));
@@ -338,5 +352,36 @@ mod tests {
         assert!(table(&b.report).contains("PROBLEM"));
         let svg = svg(&b.report);
         assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    }
+
+    #[test]
+    fn non_finite_metrics_are_null_not_zero() {
+        let b = build(info("x"), &WorkerResult::default(), |_, s| {
+            s.metrics.put("nan", f64::NAN, "ms", "lower");
+            s.metrics.put("inf", f64::INFINITY, "1/s", "higher");
+            s.metrics.put("fine", 1.23456, "ms", "lower");
+        });
+        let m = &b.report["metrics"];
+        assert!(m["nan"]["value"].is_null(), "{}", m["nan"]);
+        assert!(m["inf"]["value"].is_null(), "{}", m["inf"]);
+        assert_eq!(m["nan"]["unit"], "ms");
+        assert_eq!(m["fine"]["value"], 1.235);
+        // the written text keeps the null (not 0)
+        let text = serde_json::to_string(&b.report).unwrap();
+        assert!(text.contains(r#""nan":{"better":"lower","unit":"ms","value":null}"#), "{text}");
+    }
+
+    #[test]
+    fn unreplied_pushes_holes_heartbeat_timeouts_and_aborted_tasks_are_problems() {
+        for name in ["push_unreplied", "push_untracked", "holes_at_close", "heartbeat_timeouts", "tasks_aborted_at_close"] {
+            let mut r = WorkerResult::default();
+            r.add(name, 2);
+            let b = build(info("x"), &r, |_, _| {});
+            assert_eq!(b.report["ok"], false, "{name} must make the run not ok");
+            assert!(b.problems.iter().any(|p| p.contains(name)), "{name}: {:?}", b.problems);
+        }
+        // and a clean result has none
+        let b = build(info("x"), &WorkerResult::default(), |_, _| {});
+        assert!(b.problems.is_empty(), "{:?}", b.problems);
     }
 }

@@ -35,6 +35,10 @@ pub struct WorkerResult {
     pub subs_per_topic: BTreeMap<u32, u64>,
     /// per stream: (topic index, broadcasts sent)
     pub sent_per_stream: BTreeMap<u32, (u32, u64)>,
+    /// per stream: unique deliveries received (losses are counted per stream, so that more
+    /// than expected on one stream cannot hide losses on another)
+    #[serde(default)]
+    pub recv_per_stream: BTreeMap<u32, u64>,
     /// per broadcast (stream << 32 | seq): (max delivery latency µs, deliveries)
     pub msgs: HashMap<u64, (u64, u32)>,
     /// time markers, Unix µs; merged by max
@@ -100,6 +104,9 @@ impl WorkerResult {
             let e = self.sent_per_stream.entry(k).or_insert((t, 0));
             e.1 += n;
         }
+        for (k, n) in o.recv_per_stream {
+            *self.recv_per_stream.entry(k).or_default() += n;
+        }
         for (k, (mx, n)) in o.msgs {
             let e = self.msgs.entry(k).or_insert((0, 0));
             e.0 = e.0.max(mx);
@@ -118,6 +125,28 @@ impl WorkerResult {
             .values()
             .map(|(t, n)| n * self.subs_per_topic.get(t).copied().unwrap_or(0))
             .sum()
+    }
+
+    /// Per stream: (deliveries expected, unique deliveries received).
+    pub fn per_stream(&self) -> BTreeMap<u32, (u64, u64)> {
+        let mut out: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+        for (s, (t, n)) in &self.sent_per_stream {
+            out.entry(*s).or_default().0 = n * self.subs_per_topic.get(t).copied().unwrap_or(0);
+        }
+        for (s, n) in &self.recv_per_stream {
+            out.entry(*s).or_default().1 = *n;
+        }
+        out
+    }
+
+    /// Deliveries missing, summed per stream: Σ max(0, expected − received).
+    pub fn lost_deliveries(&self) -> u64 {
+        self.per_stream().values().map(|(e, r)| e.saturating_sub(*r)).sum()
+    }
+
+    /// Deliveries beyond what was expected, summed per stream: Σ max(0, received − expected).
+    pub fn unexpected_deliveries(&self) -> u64 {
+        self.per_stream().values().map(|(e, r)| r.saturating_sub(*e)).sum()
     }
 
     /// Unique deliveries (received minus duplicates).
@@ -212,6 +241,7 @@ mod tests {
         a.subs_per_topic.insert(0, 3);
         a.sent_per_stream.insert(0, (0, 5));
         a.msgs.insert(7, (100, 3));
+        a.recv_per_stream.insert(0, 10);
         a.mark_max("ramp_done", 5);
         let mut b = WorkerResult::default();
         b.add("deliveries", 5);
@@ -221,6 +251,7 @@ mod tests {
         b.timeline_record(0, 70);
         b.subs_per_topic.insert(0, 2);
         b.msgs.insert(7, (250, 2));
+        b.recv_per_stream.insert(0, 4);
         b.mark_max("ramp_done", 9);
         a.merge(b);
         assert_eq!(a.counter("deliveries"), 15);
@@ -232,6 +263,8 @@ mod tests {
         assert_eq!(a.marks["ramp_done"], 9);
         assert_eq!(a.expected_deliveries(), 25);
         assert_eq!(a.unique_deliveries(), 14);
+        assert_eq!(a.recv_per_stream[&0], 14);
+        assert_eq!((a.lost_deliveries(), a.unexpected_deliveries()), (11, 0));
         // the JSON wire form round-trips
         let s = serde_json::to_string(&a).unwrap();
         let back: WorkerResult = serde_json::from_str(&s).unwrap();

@@ -66,19 +66,25 @@ pub fn summarize(reports: &[Value]) -> Value {
         }
         let mut metrics = Map::new();
         for n in names {
+            // a null (or absent) value is missing in that run, not 0; `runs` counts the values
             let mut vals: Vec<f64> = rs.iter().filter_map(|r| r["metrics"][&n]["value"].as_f64()).collect();
-            let first = rs.iter().find(|r| r["metrics"][&n].is_object()).unwrap();
-            let unit = first["metrics"][&n]["unit"].clone();
-            let better = first["metrics"][&n]["better"].clone();
-            let min = vals.iter().cloned().fold(f64::INFINITY, f64::min);
-            let max = vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let med = median(&mut vals);
-            let spread = if med.abs() > f64::EPSILON { (max - min) / med.abs() * 100.0 } else { 0.0 };
-            metrics.insert(
-                n,
-                json!({"value": med, "median": med, "min": min, "max": max, "spread_pct": (spread * 10.0).round() / 10.0,
-                       "runs": vals.len(), "unit": unit, "better": better}),
-            );
+            let first = rs.iter().map(|r| &r["metrics"][&n]).find(|m| m.is_object()).cloned().unwrap_or_default();
+            let unit = first["unit"].clone();
+            let better = first["better"].clone();
+            let stats = if vals.is_empty() {
+                json!({"value": null, "median": null, "min": null, "max": null, "spread_pct": null})
+            } else {
+                let min = vals.iter().cloned().fold(f64::INFINITY, f64::min);
+                let max = vals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let med = median(&mut vals);
+                let spread = if med.abs() > f64::EPSILON { (max - min) / med.abs() * 100.0 } else { 0.0 };
+                json!({"value": med, "median": med, "min": min, "max": max, "spread_pct": (spread * 10.0).round() / 10.0})
+            };
+            let mut e = stats.as_object().cloned().unwrap_or_default();
+            e.insert("runs".into(), json!(vals.len()));
+            e.insert("unit".into(), unit);
+            e.insert("better".into(), better);
+            metrics.insert(n, Value::Object(e));
         }
         let ok = rs.iter().all(|r| r["ok"].as_bool() == Some(true));
         out.insert(
@@ -87,7 +93,15 @@ pub fn summarize(reports: &[Value]) -> Value {
         );
     }
     let env = reports.first().map(|r| r["environment"].clone()).unwrap_or(Value::Null);
-    json!({"schema_version": 1, "kind": "summary", "environment": env, "groups": out})
+    // the commits the runs measured (more than one: the medians mix code versions)
+    let mut commits: Vec<String> = vec![];
+    for r in reports {
+        let c = r["environment"]["git_commit"].as_str().unwrap_or("unknown").to_string();
+        if !commits.contains(&c) {
+            commits.push(c);
+        }
+    }
+    json!({"schema_version": 1, "kind": "summary", "environment": env, "git_commits": commits, "groups": out})
 }
 
 pub fn markdown(summary: &Value) -> String {
@@ -106,15 +120,16 @@ pub fn markdown(summary: &Value) -> String {
                 continue;
             }
             let f = |v: &Value| {
-                let x = v.as_f64().unwrap_or(0.0);
+                let Some(x) = v.as_f64() else { return "-".to_string() };
                 if x.fract() == 0.0 { format!("{x:.0}") } else if x.abs() >= 100.0 { format!("{x:.1}") } else { format!("{x:.3}") }
             };
+            let spread = if m["spread_pct"].is_number() { format!("{}%", m["spread_pct"]) } else { "-".into() };
             s.push_str(&format!(
-                "| {name} | {} | {} | {} | {}% | {} |\n",
+                "| {name} | {} | {} | {} | {} | {} |\n",
                 f(&m["median"]),
                 f(&m["min"]),
                 f(&m["max"]),
-                m["spread_pct"],
+                spread,
                 m["unit"].as_str().unwrap_or("")
             ));
         }
@@ -139,5 +154,32 @@ mod tests {
         assert!(markdown(&s).contains("| delivery_p99_ms | 2 | 1 | 3 | 100.0% | ms |"));
         let mut even = vec![4.0, 1.0, 3.0, 2.0];
         assert_eq!(median(&mut even), 2.5);
+    }
+
+    #[test]
+    fn null_values_are_missing_not_zero() {
+        let r = |v: Value| json!({"scenario": "fanout", "ok": true, "params": {"common": {"label": "x"}},
+                                  "environment": {"git_commit": "abc"},
+                                  "metrics": {"delivery_p99_ms": {"value": v, "unit": "ms", "better": "lower"}}});
+        let s = summarize(&[r(Value::Null), r(json!(2.0)), r(json!(4.0))]);
+        let m = &s["groups"]["x"]["metrics"]["delivery_p99_ms"];
+        assert_eq!(m["median"], 3.0, "{m}");
+        assert_eq!(m["min"], 2.0);
+        assert_eq!(m["runs"], 2);
+        let s = summarize(&[r(Value::Null), r(Value::Null)]);
+        let m = &s["groups"]["x"]["metrics"]["delivery_p99_ms"];
+        for k in ["value", "median", "min", "max", "spread_pct"] {
+            assert!(m[k].is_null(), "{k}: {m}");
+        }
+        assert_eq!(m["runs"], 0);
+        assert!(markdown(&s).contains("| delivery_p99_ms | - | - | - | - | ms |"), "{}", markdown(&s));
+    }
+
+    #[test]
+    fn commits_of_the_runs_are_listed() {
+        let r = |c: &str| json!({"scenario": "connect", "ok": true, "environment": {"git_commit": c, "git_dirty": false},
+                                 "metrics": {}});
+        let s = summarize(&[r("aaa"), r("bbb"), r("aaa")]);
+        assert_eq!(s["git_commits"], json!(["aaa", "bbb"]));
     }
 }

@@ -66,6 +66,19 @@ fn git(args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The commit of the work tree at `dir` and whether it has uncommitted changes to tracked
+/// files, ignoring `bench-results/` at the top of the work tree (the benchmark suite rewrites
+/// its tracked result files: they say nothing about the code measured). ("unknown", None)
+/// outside a git work tree.
+pub fn git_provenance(dir: &std::path::Path) -> (String, Option<bool>) {
+    let d = dir.to_string_lossy();
+    let commit = git(&["-C", &d, "rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // pathspecs from the top of the work tree, whatever the directory
+    let dirty = git(&["-C", &d, "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)bench-results"])
+        .map(|s| !s.is_empty());
+    (commit, dirty)
+}
+
 pub fn environment() -> serde_json::Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu_model = cpuinfo
@@ -86,8 +99,7 @@ pub fn environment() -> serde_json::Value {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
+    let (commit, dirty) = git_provenance(std::path::Path::new("."));
     serde_json::json!({
         "cpu_model": cpu_model,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -120,5 +132,46 @@ mod tests {
         assert_eq!(soft, hard);
         let env = super::environment();
         assert!(env["kernel"].as_str().unwrap().len() > 1);
+    }
+
+    /// A scratch git repository with `src.txt` and `bench-results/r.json` committed.
+    fn scratch_repo() -> Option<std::path::PathBuf> {
+        let d = std::env::temp_dir().join(format!("loadgen-git-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("bench-results")).unwrap();
+        std::fs::write(d.join("src.txt"), "a").unwrap();
+        std::fs::write(d.join("bench-results/r.json"), "{}").unwrap();
+        let run = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(&d)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+                .args(args)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
+        (run(&["init", "-q"]) && run(&["add", "."]) && run(&["commit", "-q", "-m", "x"])).then_some(d)
+    }
+
+    #[test]
+    fn dirty_flag_ignores_bench_results() {
+        let Some(d) = scratch_repo() else { panic!("git is needed for this test") };
+        let (commit, dirty) = super::git_provenance(&d);
+        assert_eq!(commit.len(), 40, "{commit}");
+        assert_eq!(dirty, Some(false));
+        // the suite rewrites tracked result files: still clean
+        std::fs::write(d.join("bench-results/r.json"), "{\"new\": 1}").unwrap();
+        assert_eq!(super::git_provenance(&d).1, Some(false));
+        // from a subdirectory too
+        assert_eq!(super::git_provenance(&d.join("bench-results")).1, Some(false));
+        // a change to the code is dirty
+        std::fs::write(d.join("src.txt"), "b").unwrap();
+        assert_eq!(super::git_provenance(&d).1, Some(true));
+        assert_eq!(super::git_provenance(&d.join("bench-results")).1, Some(true));
+        // outside any repository: unknown
+        let (c, dirty) = super::git_provenance(std::path::Path::new("/"));
+        assert_eq!((c.as_str(), dirty), ("unknown", None));
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -1,11 +1,14 @@
 //! End-to-end: run the loadgen binary against a relay server on port 0 (our own tiny relay,
-//! and the broker binary if it has been built), and check the counts.
+//! also misbehaving in ways the report must show) and against this workspace's debug broker
+//! (built by `cargo build -p broker` before the tests; its absence fails the test), and check
+//! the counts.
 
 mod common;
 
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn loadgen(args: &[&str], out: &PathBuf) -> (i32, Value, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -97,12 +100,30 @@ async fn chat_and_presence_and_connect_against_relay() {
         assert_eq!(metric(&r, "connections_established"), 50.0);
         assert_eq!(r["histograms"]["join"]["count"], 150);
 
-        // compare: a report against itself never regresses
-        let o = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-            .args(["compare", out.to_str().unwrap(), out.to_str().unwrap(), "--max-regression", "10%"])
-            .output()
-            .unwrap();
-        assert!(o.status.success());
+        // compare: a copy of the report with a regression injected is flagged; the other way
+        // round it is an improvement; a null metric is missing, not 0
+        let mut worse = r.clone();
+        worse["metrics"]["join_p99_ms"]["value"] = serde_json::json!(metric(&r, "join_p99_ms") * 10.0 + 5.0);
+        worse["metrics"]["connection_failures"]["value"] = serde_json::json!(3.0);
+        worse["metrics"]["connect_p50_ms"]["value"] = Value::Null;
+        let worse_path = tmp("connect-worse.json");
+        std::fs::write(&worse_path, worse.to_string()).unwrap();
+        let compare = |base: &PathBuf, new: &PathBuf| {
+            let o = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+                .args(["compare", base.to_str().unwrap(), new.to_str().unwrap(), "--max-regression", "10%"])
+                .output()
+                .unwrap();
+            (o.status.code(), String::from_utf8_lossy(&o.stdout).to_string())
+        };
+        let row = |table: &str, name: &str| table.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_default().to_string();
+        let (code, table) = compare(&out, &worse_path);
+        assert_eq!(code, Some(1), "{table}");
+        assert!(row(&table, "join_p99_ms").ends_with("REGRESSION"), "{table}");
+        assert!(row(&table, "connection_failures").ends_with("REGRESSION"), "{table}");
+        assert!(row(&table, "connect_p50_ms").ends_with("missing"), "{table}");
+        let (code, table) = compare(&worse_path, &out);
+        assert_eq!(code, Some(0), "{table}");
+        assert!(row(&table, "join_p99_ms").ends_with("improved"), "{table}");
     })
     .await
     .unwrap();
@@ -126,35 +147,116 @@ async fn connection_refused_is_counted_not_fatal() {
     .unwrap();
 }
 
-/// Our broker, if built (target/release/broker or target/debug/broker).
-fn broker_bin() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    ["target/release/broker", "target/debug/broker"].iter().map(|p| root.join(p)).find(|p| p.exists())
+#[test]
+fn broker_binary_is_the_debug_build_of_this_workspace_or_a_clear_error() {
+    let target = tmp("target-lookup");
+    let _ = std::fs::remove_dir_all(&target);
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    std::fs::create_dir_all(target.join("debug")).unwrap();
+    // a (possibly stale) release build is not used
+    std::fs::write(target.join("release/broker"), "").unwrap();
+    let e = common::broker_bin_in(&target.join("debug")).expect_err("a release build must not be used");
+    assert!(e.contains("cargo build -p broker") && e.contains("debug/broker"), "{e}");
+    std::fs::write(target.join("debug/broker"), "").unwrap();
+    assert_eq!(common::broker_bin_in(&target.join("debug")).unwrap(), target.join("debug/broker"));
+    let _ = std::fs::remove_dir_all(&target);
+}
+
+fn lines_with_timeout(r: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(r).lines() {
+            let Ok(l) = l else { break };
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 #[test]
-fn fanout_against_broker_if_built() {
-    let Some(bin) = broker_bin() else {
-        eprintln!("broker binary not built; skipping");
-        return;
-    };
+fn fanout_against_broker() {
+    let bin = common::broker_bin();
     let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("start broker");
-    use std::io::BufRead;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").map(str::to_string);
-    let Some(addr) = addr else {
+    // a bounded wait for the positive signal (the "listening on" line)
+    let lines = lines_with_timeout(child.stdout.take().unwrap());
+    let line = lines.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    let Some(addr) = line.trim().strip_prefix("listening on ").map(str::to_string) else {
         let _ = child.kill();
-        panic!("unexpected broker first line {line:?}");
+        let _ = child.wait();
+        panic!("the broker did not print 'listening on ADDR' within 30 s (first line {line:?})");
     };
     let url = format!("ws://{addr}/socket/websocket");
     let r = std::panic::catch_unwind(|| check_fanout(&url, "1", "broker"));
     let _ = child.kill();
     let _ = child.wait();
     r.unwrap();
+}
+
+/// Run loadgen against a relay that misbehaves as `opts` say.
+fn against_relay(opts: common::RelayOpts, name: &str, args: &[&str]) -> (i32, Value, String) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let addr = rt.block_on(common::start_relay_with(opts));
+    let url = format!("ws://{addr}/socket/websocket");
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--url", &url]);
+    let r = loadgen(&all, &tmp(name));
+    rt.shutdown_background();
+    r
+}
+
+fn problems(r: &Value) -> Vec<String> {
+    r["problems"].as_array().map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+#[test]
+fn deliveries_on_a_failed_join_are_not_counted() {
+    // the 5 subscribers of lie:1 are told their join failed, but the server sends them lie:1's
+    // broadcasts anyway: those are neither expected nor counted as received
+    let opts = common::RelayOpts { lie_join_topic: Some("lie:1".into()), ..Default::default() };
+    let (code, r, text) = against_relay(
+        opts,
+        "lie.json",
+        &["fanout", "--topic-prefix", "lie:", "-n", "10", "--topics", "2", "--publishers", "1", "--rate", "20", "--duration", "1.5", "--drain", "3"],
+    );
+    assert_eq!(code, 1, "failed joins are a problem:\n{text}");
+    assert_eq!(r["errors"]["join:error"], 5, "{text}");
+    let expected = metric(&r, "expected_deliveries");
+    assert!(expected > 0.0, "{text}");
+    assert_eq!(metric(&r, "deliveries"), expected, "{text}");
+    assert_eq!(metric(&r, "lost"), 0.0, "{text}");
+    assert!(r["counters"]["deliveries_join_failed"].as_u64().unwrap_or(0) > 0, "{text}");
+    let p = problems(&r);
+    assert!(p.iter().any(|p| p.contains("5 of 11 connections not established+joined")), "{p:?}");
+    assert!(!p.iter().any(|p| p.contains("more than expected")), "{p:?}");
+}
+
+#[test]
+fn unreplied_pushes_fail_the_run() {
+    let opts = common::RelayOpts { no_push_replies: true, ..Default::default() };
+    let (code, r, text) = against_relay(
+        opts,
+        "noreply.json",
+        &["fanout", "-n", "4", "--topics", "1", "--publishers", "1", "--rate", "20", "--duration", "1", "--drain", "1"],
+    );
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(metric(&r, "lost"), 0.0, "every broadcast arrived: {text}");
+    assert!(r["counters"]["push_unreplied"].as_u64().unwrap_or(0) > 0, "{text}");
+    assert!(problems(&r).iter().any(|p| p.contains("push_unreplied")), "{:?}", problems(&r));
+}
+
+#[test]
+fn heartbeat_timeouts_fail_the_run() {
+    let opts = common::RelayOpts { no_heartbeat_replies: true, ..Default::default() };
+    let (code, r, text) = against_relay(opts, "nohb.json", &["connect", "-n", "3", "--duration", "1.5", "--heartbeat", "0.2"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(r["counters"]["heartbeat_timeouts"].as_u64().unwrap_or(0) > 0, "{text}");
+    assert!(problems(&r).iter().any(|p| p.contains("heartbeat_timeouts")), "{:?}", problems(&r));
 }

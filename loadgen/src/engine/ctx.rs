@@ -87,6 +87,9 @@ pub struct Progress {
     pub duplicated: Striped,
     pub last_delivery_us: Striped,
     pub sent: AtomicU64,
+    /// Pushes answered, or given up on (untracked, or their connection closed): the drain of a
+    /// publishing scenario waits until this reaches `sent`.
+    pub pushes_settled: AtomicU64,
     pub open: AtomicU64,
     /// Publishing connections that are done publishing (past the end of the measurement, or
     /// gone): the drain may only end early once every publisher is done, or a push scheduled

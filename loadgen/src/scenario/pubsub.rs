@@ -12,7 +12,7 @@ use crate::local::{ConnRec, Delivery, NO_SEC};
 use crate::report::{Summary, Q_FULL, Q_SHORT};
 use crate::result::{Seen, Tracks, WorkerResult};
 use crate::rng::Rng;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,6 +113,13 @@ impl PubSub {
             if !t.2 {
                 return; // a publisher's own broadcast
             }
+            if t.3.is_none() {
+                // the join of this topic failed: the connection is not counted as a subscriber
+                // of it, so what arrives anyway is neither expected nor received (counting it
+                // would net out losses elsewhere)
+                st.rec.add("deliveries_join_failed", 1);
+                return;
+            }
             match frame::parse_stamp(f.payload) {
                 Some(s) => self.record_delivery(ctx, st, s),
                 None => st.rec.add("frames_unstamped", 1),
@@ -124,6 +131,7 @@ impl PubSub {
                 let r: Option<u64> = f.ref_.as_deref().and_then(|r| r.parse().ok());
                 if let Some(pos) = r.and_then(|r| st.outstanding.iter().position(|o| o.0 == r)) {
                     let (_, intended) = st.outstanding.remove(pos).unwrap();
+                    ctx.prog.pushes_settled.fetch_add(1, Relaxed);
                     let lat = now_unix_us().saturating_sub(intended);
                     match frame::reply_status(f.payload).as_deref() {
                         Some("ok") => {
@@ -288,6 +296,7 @@ impl PubSub {
                         if st.outstanding.len() >= MAX_OUTSTANDING {
                             st.outstanding.pop_front();
                             rec.add("push_untracked", 1);
+                            ctx.prog.pushes_settled.fetch_add(1, Relaxed);
                         }
                     }
                     ctx.prog.sent.fetch_add(1, Relaxed);
@@ -302,6 +311,8 @@ impl PubSub {
             }
         }
         ctx.prog.open.fetch_sub(1, Relaxed);
+        // pushes still unanswered will not be (they are reported as push_unreplied)
+        ctx.prog.pushes_settled.fetch_add(st.outstanding.len() as u64, Relaxed);
         if !done_counted {
             ctx.prog.publishers_done.fetch_add(1, Relaxed);
         }
@@ -340,6 +351,11 @@ impl Workload for PubSub {
         if ctx.prog.publishers_done.load(Relaxed) < publishers {
             return false;
         }
+        // every push of this process answered (or given up on): replies still in flight at
+        // the close would be reported as push_unreplied
+        if ctx.prog.pushes_settled.load(Relaxed) < ctx.prog.sent.load(Relaxed) {
+            return false;
+        }
         if self.all_local {
             // deliveries are merged into the result in batches; the live counts are in `prog`
             let unique = ctx.prog.deliveries.get().saturating_sub(ctx.prog.duplicated.get());
@@ -353,42 +369,57 @@ impl Workload for PubSub {
 
 /// The report part of fanout and chat: deliveries against what was expected (sent × joined
 /// subscribers), losses, duplicates, order, delivery and broadcast-complete latency.
+///
+/// Losses and surpluses are counted per stream (a surplus on one stream cannot hide a loss on
+/// another), and a broadcast that reached no subscriber counts as incomplete (and undelivered).
 pub fn summarize_deliveries(r: &WorkerResult, out: &mut Summary) {
     let c = |n: &str| r.counter(n);
     let (m, problems) = (&mut out.metrics, &mut out.problems);
     let expected = r.expected_deliveries();
     let unique = r.unique_deliveries();
-    let lost = expected.saturating_sub(unique);
-    let unexpected = unique.saturating_sub(expected);
+    let lost = r.lost_deliveries();
+    let unexpected = r.unexpected_deliveries();
     out.server_cpu_per = Some(("server_cpu_us_per_delivery", unique));
     m.put("sent", c("sent") as f64, "count", "info");
     m.put("expected_deliveries", expected as f64, "count", "info");
     m.put("deliveries", unique as f64, "count", "info");
     m.put("deliveries_per_s", unique as f64 / out.measured_s.max(1e-9), "1/s", "higher");
     m.put("lost", lost as f64, "count", "lower");
+    m.put("unexpected_deliveries", unexpected as f64, "count", "lower");
     m.put("duplicated", c("duplicated") as f64, "count", "lower");
     m.put("out_of_order", c("out_of_order") as f64, "count", "lower");
     m.lat("delivery", r.hists.get("delivery"), Q_FULL);
     m.lat("push_reply", r.hists.get("push_reply"), Q_SHORT);
     // time until the last subscriber has each broadcast
+    let subs_of = |stream: u32| r.sent_per_stream.get(&stream).and_then(|(t, _)| r.subs_per_topic.get(t)).copied().unwrap_or(0);
     let mut complete = Hist::default();
     let mut incomplete = 0u64;
+    let mut seen: BTreeMap<u32, u64> = BTreeMap::new();
     for (key, (mx, n)) in &r.msgs {
         let stream = (key >> 32) as u32;
-        let subs = r
-            .sent_per_stream
-            .get(&stream)
-            .and_then(|(t, _)| r.subs_per_topic.get(t))
-            .copied()
-            .unwrap_or(0);
+        *seen.entry(stream).or_default() += 1;
+        let subs = subs_of(stream);
+        if subs == 0 {
+            continue; // nobody to complete (its deliveries are unexpected ones)
+        }
         if *n as u64 >= subs {
             complete.record(*mx);
         } else {
             incomplete += 1;
         }
     }
+    // broadcasts sent to subscribers that not one of them received: no entry in `msgs`
+    // (an upper bound if the per-broadcast tracking overflowed, see counter msgs_untracked)
+    let mut undelivered = 0u64;
+    for (stream, (_, sent)) in &r.sent_per_stream {
+        if subs_of(*stream) > 0 {
+            undelivered += sent.saturating_sub(seen.get(stream).copied().unwrap_or(0));
+        }
+    }
+    incomplete += undelivered;
     m.lat("broadcast_complete", Some(&complete), Q_SHORT);
     m.put("broadcasts_incomplete", incomplete as f64, "count", "lower");
+    m.put("broadcasts_undelivered", undelivered as f64, "count", "lower");
     if expected == 0 {
         problems.push("no deliveries were expected (nothing published or nobody subscribed)".into());
     }
@@ -397,6 +428,12 @@ pub fn summarize_deliveries(r: &WorkerResult, out: &mut Summary) {
     }
     if unexpected > 0 {
         problems.push(format!("{unexpected} deliveries more than expected"));
+    }
+    if undelivered > 0 {
+        problems.push(format!("{undelivered} broadcasts reached no subscriber"));
+    }
+    if incomplete > 0 {
+        problems.push(format!("{incomplete} broadcasts did not reach every subscriber"));
     }
     if c("duplicated") > 0 {
         problems.push(format!("{} duplicated deliveries", c("duplicated")));
@@ -420,6 +457,7 @@ mod tests {
         r.subs_per_topic.insert(0, 2);
         r.sent_per_stream.insert(0, (0, 5));
         r.add("deliveries", 9);
+        r.recv_per_stream.insert(0, 9);
         r.add("sent", 5);
         for s in 0..5u64 {
             r.msgs.insert(s, (1000 + s, if s == 4 { 1 } else { 2 }));
@@ -442,6 +480,72 @@ mod tests {
         assert_eq!(b.report["metrics"]["broadcasts_incomplete"]["value"], 1.0);
         assert_eq!(b.report["metrics"]["deliveries_per_s"]["value"], 9.0);
         assert_eq!(b.report["schema_version"], 1);
-        assert_eq!(b.problems, vec!["1 deliveries lost of 10 expected"]);
+        assert_eq!(b.problems, vec!["1 deliveries lost of 10 expected", "1 broadcasts did not reach every subscriber"]);
+    }
+
+    fn fanout_info() -> RunInfo<'static> {
+        RunInfo {
+            scenario: "fanout",
+            timeline_metric: "delivery",
+            params: json!({}),
+            env: json!({}),
+            t0_unix: 0,
+            started_at_unix: 0,
+            server: ServerSamples::default(),
+            server_pid: None,
+            duration_s: 1.0,
+        }
+    }
+
+    /// `n` deliveries of broadcast `seq` of `stream`, recorded the way the connections do.
+    fn deliver(r: &mut WorkerResult, stream: u32, seq: u32, n: u32) {
+        for _ in 0..n {
+            r.add("deliveries", 1);
+            crate::local::record_deliveries(r, &[Delivery { key: ((stream as u64) << 32) | seq as u64, lat: 1000, sec: 0 }]);
+        }
+    }
+
+    #[test]
+    fn broadcast_that_reached_no_one_is_incomplete() {
+        let mut r = WorkerResult::default();
+        r.add("connections_planned", 3);
+        r.add("connections_established", 3);
+        r.subs_per_topic.insert(0, 2);
+        r.sent_per_stream.insert(0, (0, 5));
+        r.add("sent", 5);
+        // broadcasts 0..4 reached both subscribers, broadcast 4 reached no one
+        for seq in 0..4 {
+            deliver(&mut r, 0, seq, 2);
+        }
+        let b = build(fanout_info(), &r, summarize_deliveries);
+        assert_eq!(b.report["metrics"]["lost"]["value"], 2.0);
+        assert_eq!(b.report["metrics"]["broadcasts_incomplete"]["value"], 1.0, "{}", b.report["metrics"]);
+        assert_eq!(b.report["metrics"]["broadcasts_undelivered"]["value"], 1.0, "{}", b.report["metrics"]);
+        assert!(b.problems.iter().any(|p| p.contains("1 broadcasts reached no subscriber")), "{:?}", b.problems);
+    }
+
+    #[test]
+    fn excess_on_one_stream_does_not_mask_loss_on_another() {
+        let mut r = WorkerResult::default();
+        r.add("connections_planned", 6);
+        r.add("connections_established", 6);
+        // two topics of 2 subscribers, one stream each, 5 broadcasts each: 20 expected
+        for t in 0..2 {
+            r.subs_per_topic.insert(t, 2);
+            r.sent_per_stream.insert(t, (t, 5));
+        }
+        r.add("sent", 10);
+        // stream 0: every broadcast reached 3 receivers (one more than joined);
+        // stream 1: every broadcast reached only 1 of 2: 5 lost, hidden by 5 extra on stream 0
+        for seq in 0..5 {
+            deliver(&mut r, 0, seq, 3);
+            deliver(&mut r, 1, seq, 1);
+        }
+        assert_eq!(r.unique_deliveries(), r.expected_deliveries());
+        let b = build(fanout_info(), &r, summarize_deliveries);
+        assert_eq!(b.report["metrics"]["lost"]["value"], 5.0, "{}", b.report["metrics"]);
+        assert_eq!(b.report["metrics"]["unexpected_deliveries"]["value"], 5.0, "{}", b.report["metrics"]);
+        assert!(b.problems.contains(&"5 deliveries lost of 20 expected".to_string()), "{:?}", b.problems);
+        assert!(b.problems.contains(&"5 deliveries more than expected".to_string()), "{:?}", b.problems);
     }
 }

@@ -1,6 +1,7 @@
 //! A tiny Phoenix-protocol relay server for tests: V2 JSON, any topic joinable, pushes are
 //! broadcast to every subscriber (sender included) as [null,null,topic,event,payload] and
 //! answered with an ok reply; `room:*` topics have Presence keyed by the `user_id` param.
+//! [`RelayOpts`] make it misbehave in ways the load generator must notice.
 
 #![allow(dead_code)]
 
@@ -8,6 +9,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, value::RawValue, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
@@ -62,8 +64,26 @@ fn leave(state: &Mutex<State>, conn: u64, topic: &str) {
     }
 }
 
+/// Ways the relay misbehaves (all off by default).
+#[derive(Debug, Clone, Default)]
+pub struct RelayOpts {
+    /// A connection whose first join is to this topic gets an error reply but is subscribed
+    /// anyway (it receives the topic's broadcasts although its join "failed").
+    pub lie_join_topic: Option<String>,
+    /// Pushes are broadcast but never replied to.
+    pub no_push_replies: bool,
+    /// Heartbeats are never replied to.
+    pub no_heartbeat_replies: bool,
+}
+
 /// Start the relay on 127.0.0.1:0; returns its address.
 pub async fn start_relay() -> SocketAddr {
+    start_relay_with(RelayOpts::default()).await
+}
+
+/// Start a relay that misbehaves as `opts` say.
+pub async fn start_relay_with(opts: RelayOpts) -> SocketAddr {
+    let opts = Arc::new(opts);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let state = Arc::new(Mutex::new(State::default()));
@@ -71,6 +91,7 @@ pub async fn start_relay() -> SocketAddr {
         loop {
             let Ok((tcp, _)) = l.accept().await else { continue };
             let state = state.clone();
+            let opts = opts.clone();
             tokio::spawn(async move {
                 let mut user = String::new();
                 let cb = |req: &Request, resp: Response| {
@@ -107,11 +128,17 @@ pub async fn start_relay() -> SocketAddr {
                     let reply = |jr: &str| format!("[{jr},{r},{},\"phx_reply\",{{\"status\":\"ok\",\"response\":{{}}}}]", json!(topic));
                     match event.as_str() {
                         "heartbeat" => {
-                            let _ = tx.send(reply("null"));
+                            if !opts.no_heartbeat_replies {
+                                let _ = tx.send(reply("null"));
+                            }
                         }
                         "phx_join" => {
                             let phx_ref = format!("R{}", NEXT.fetch_add(1, Ordering::Relaxed));
-                            let _ = tx.send(reply(&jr));
+                            if joined.is_empty() && opts.lie_join_topic.as_deref() == Some(topic.as_str()) {
+                                let _ = tx.send(format!("[{jr},{r},{},\"phx_reply\",{{\"status\":\"error\",\"response\":{{\"reason\":\"lie\"}}}}]", json!(topic)));
+                            } else {
+                                let _ = tx.send(reply(&jr));
+                            }
                             joined.insert(topic.clone(), jr.clone());
                             let mut st = state.lock().unwrap();
                             let subs = st.topics.entry(topic.clone()).or_default();
@@ -136,7 +163,9 @@ pub async fn start_relay() -> SocketAddr {
                                 if let Some(subs) = st.topics.get(&topic) {
                                     broadcast(subs, &topic, &event, parts[4].get());
                                 }
-                                let _ = tx.send(reply(&jr));
+                                if !opts.no_push_replies {
+                                    let _ = tx.send(reply(&jr));
+                                }
                             }
                         }
                     }
@@ -149,4 +178,28 @@ pub async fn start_relay() -> SocketAddr {
         }
     });
     addr
+}
+
+/// The broker binary of `profile_dir` (`<target>/debug` for `cargo test`), as built for this
+/// workspace by `cargo build -p broker` (scripts/test.sh builds the workspace first). Never
+/// another profile's build (a release build may be stale); an error saying how to build it
+/// when it is missing.
+pub fn broker_bin_in(profile_dir: &Path) -> Result<PathBuf, String> {
+    let p = profile_dir.join("broker");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "no broker binary at {}: build it first with `cargo build -p broker` (scripts/test.sh builds the workspace before the tests)",
+            p.display()
+        ))
+    }
+}
+
+/// The broker next to the loadgen binary under test (same target directory, same profile);
+/// panics with [`broker_bin_in`]'s message when it is missing (the test fails, never skips).
+pub fn broker_bin() -> PathBuf {
+    let lg = PathBuf::from(env!("CARGO_BIN_EXE_loadgen"));
+    let dir = lg.parent().expect("loadgen binary directory");
+    broker_bin_in(dir).unwrap_or_else(|e| panic!("{e}"))
 }

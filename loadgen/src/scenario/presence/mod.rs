@@ -99,6 +99,9 @@ impl Scenario for PresenceArgs {
         m.put("presence_diff_frames_per_s", diffs as f64 / out.measured_s.max(1e-9), "1/s", "info");
         m.lat("convergence", r.hists.get("convergence"), Q_FULL);
         m.put("convergence_unresolved", c("convergence_unresolved") as f64, "count", "lower");
+        // a change replaced by the same change of the same member before every observer saw it:
+        // its convergence was never measured
+        m.put("presence_superseded", c("presence_superseded") as f64, "count", "lower");
         m.put("final_view_mismatches", c("final_view_mismatches") as f64, "count", "lower");
         m.lat("presence_state", r.hists.get("presence_state"), Q_SHORT);
         m.lat("ramp_presence_state", r.hists.get("ramp_presence_state"), Q_SHORT);
@@ -108,6 +111,12 @@ impl Scenario for PresenceArgs {
         }
         if c("convergence_unresolved") > 0 {
             problems.push(format!("{} presence changes never converged", c("convergence_unresolved")));
+        }
+        if c("presence_superseded") > 0 {
+            problems.push(format!(
+                "{} presence changes superseded by the same change before every observer saw them",
+                c("presence_superseded")
+            ));
         }
         if c("final_view_mismatches") > 0 {
             problems.push(format!("{} observer views differ from the truth at the end", c("final_view_mismatches")));
@@ -256,5 +265,34 @@ mod tests {
             b.problems,
             vec!["1 presence changes never converged", "churn happened but no convergence was measured"]
         );
+    }
+
+    #[test]
+    fn superseded_events_are_counted_and_reported() {
+        use rooms::RoomTrack;
+        let a = args(&["--rooms", "1", "-k", "3", "--observers", "2"]);
+        let mut t = RoomTrack { present: vec![true; 3], busy: vec![false; 3], established: vec![true, true], events: Default::default() };
+        let mut r = WorkerResult::default();
+        r.add("churn_ops", 2);
+        assert_eq!(t.start_event(2, false, 100), None);
+        // the same transition again before every observer saw the first one
+        let note = t.start_event(2, false, 500).expect("superseded");
+        r.add(note, 1);
+        r.hist("convergence").record(1000);
+        let info = RunInfo {
+            scenario: a.name(),
+            timeline_metric: a.timeline_metric(),
+            params: a.params(),
+            env: json!({}),
+            t0_unix: 0,
+            started_at_unix: 0,
+            server: ServerSamples::default(),
+            server_pid: None,
+            duration_s: 1.0,
+        };
+        let b = build(info, &r, |r, s| a.summarize(r, s));
+        assert_eq!(b.report["metrics"]["presence_superseded"]["value"], 1.0, "{}", b.report["metrics"]);
+        assert_eq!(b.report["metrics"]["presence_superseded"]["better"], "lower");
+        assert!(b.problems.iter().any(|p| p.contains("superseded")), "{:?}", b.problems);
     }
 }

@@ -59,6 +59,10 @@ fn parse_key(key: &str) -> Option<(u32, usize)> {
 }
 
 impl RoomTrack {
+    /// Start the convergence event of member `m`'s leave (`join` false) or join. Returns the
+    /// counter to bump when the event is not measured: no synced observer, or the same
+    /// transition of the same member still pending (the older event is replaced and never
+    /// measured: `presence_superseded`, reported as a problem).
     pub(super) fn start_event(&mut self, m: usize, join: bool, t0_unix: u64) -> Option<&'static str> {
         let pending: Vec<bool> = self.established.iter().enumerate().map(|(o, e)| *e && o != m).collect();
         let remaining = pending.iter().filter(|x| **x).count() as u32;
@@ -66,7 +70,7 @@ impl RoomTrack {
             return Some("convergence_no_observers");
         }
         if self.events.insert((m as u32, join), Ev { t0_unix, pending, remaining }).is_some() {
-            return Some("convergence_superseded");
+            return Some("presence_superseded");
         }
         None
     }
@@ -191,7 +195,7 @@ mod tests {
         t.drop_observer(0);
         assert_eq!(t.on_transitions(7, 1, &[(member_key(7, 2), true)], 260), vec![(60, 200)]);
         assert_eq!(t.start_event(2, true, 300), None);
-        assert_eq!(t.start_event(2, true, 310), Some("convergence_superseded"));
+        assert_eq!(t.start_event(2, true, 310), Some("presence_superseded"));
         t.established = vec![false, false];
         assert_eq!(t.start_event(2, false, 400), Some("convergence_no_observers"));
     }

@@ -288,7 +288,7 @@ async fn endpoint_broadcasts(handle: broker::BrokerHandle) {
         let topic = msg.get("topic").and_then(Value::as_str).unwrap_or_default();
         let event = msg.get("event").and_then(Value::as_str).unwrap_or_default();
         if event == "disconnect" {
-            handle.disconnect(topic).await;
+            let _ = handle.disconnect(topic).await;
         } else {
             let _ = handle.broadcast_json(topic, event, msg.get("payload").unwrap_or(&json!({}))).await;
         }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -27,11 +27,23 @@ pub struct Builder {
     router: Router,
     handler: Arc<dyn SocketHandler>,
     presence_fetch: Option<Fetch>,
+    /// Filled at `bind`: handles given out before it (to channel factories, to the app's own
+    /// HTTP handlers) start working then.
+    handle: BrokerHandle,
 }
 
 impl Builder {
     pub fn new(config: Config) -> Builder {
-        Builder { config, router: Router::new(), handler: Arc::new(AllowAll), presence_fetch: None }
+        Builder { config, router: Router::new(), handler: Arc::new(AllowAll), presence_fetch: None, handle: BrokerHandle::unbound() }
+    }
+
+    /// Phoenix's `Endpoint` for broadcasting from outside any channel, available before
+    /// [`Builder::bind`] (e.g. to hand to the app's HTTP handlers or channel factories while the
+    /// router is built). Until the server is bound its calls answer
+    /// [`crate::channel::PushFailed::NotStarted`]; afterwards it is the server's
+    /// [`Server::handle`].
+    pub fn handle(&self) -> BrokerHandle {
+        self.handle.clone()
     }
 
     /// Phoenix's `fetch/2`: decorates every presence entry (`{"metas": […]}`) of `key` on
@@ -112,21 +124,32 @@ impl Builder {
         let mut state = ServerState::new(self.config, endpoint, check_origin, local_addr, max_connections, max_sessions);
         state.tls = tls;
         let state = Arc::new(state);
-        Ok(Server { listener, admin, state })
+        let _ = self.handle.inner.set(HandleInner {
+            pubsub: state.endpoint.env.pubsub.clone(),
+            presence: state.endpoint.env.presence.clone(),
+            max_frame: state.endpoint.env.limits.max_outbound_frame,
+        });
+        Ok(Server { listener, admin, state, handle: self.handle })
     }
 }
 
 /// A bound server. [`Server::handle`] gives a handle for broadcasting from outside channels.
 pub struct Server {
+    handle: BrokerHandle,
     listener: TcpListener,
     /// `admin_listen`: `/metrics` and `/health` only.
     admin: Option<TcpListener>,
     state: Arc<ServerState>,
 }
 
-/// Phoenix's `Endpoint`: broadcast from outside any channel.
+/// Phoenix's `Endpoint`: broadcast from outside any channel. Cheap to clone; from
+/// [`Builder::handle`] (before `bind`) or [`Server::handle`].
 #[derive(Clone)]
 pub struct BrokerHandle {
+    inner: Arc<OnceLock<HandleInner>>,
+}
+
+struct HandleInner {
     pubsub: PubSub,
     presence: Presence,
     /// Largest frame an outbox accepts (`outbox_max_bytes`).
@@ -134,30 +157,43 @@ pub struct BrokerHandle {
 }
 
 impl BrokerHandle {
+    fn unbound() -> BrokerHandle {
+        BrokerHandle { inner: Arc::new(OnceLock::new()) }
+    }
+
+    fn bound(&self) -> Result<&HandleInner, crate::channel::PushFailed> {
+        self.inner.get().ok_or(crate::channel::PushFailed::NotStarted)
+    }
+
     /// `Endpoint.broadcast(topic, event, payload)`: every subscriber of `topic`. The payload
     /// must be a JSON object or binary (spec §3.5).
     pub async fn broadcast(&self, topic: &str, event: &str, payload: Payload) -> Result<(), crate::channel::PushFailed> {
+        let h = self.bound()?;
         if !payload.is_object_or_binary() {
             return Err(crate::channel::PushFailed::PayloadNotObject);
         }
-        if crate::channel::broadcast_frame_bound(topic, event, &payload) > self.max_frame {
+        if crate::channel::broadcast_frame_bound(topic, event, &payload) > h.max_frame {
             return Err(crate::channel::PushFailed::TooLarge);
         }
-        self.pubsub.broadcast(Broadcast::new(topic, event, payload), None, None).await;
+        h.pubsub.broadcast(Broadcast::new(topic, event, payload), None, None).await;
         Ok(())
     }
 
     /// Closes every socket whose id is `socket_id` (a `"disconnect"` broadcast, spec §2.7).
-    pub async fn disconnect(&self, socket_id: &str) {
-        self.pubsub.broadcast(Broadcast::new(socket_id, "disconnect", Payload::empty_object()), None, None).await;
+    pub async fn disconnect(&self, socket_id: &str) -> Result<(), crate::channel::PushFailed> {
+        let h = self.bound()?;
+        h.pubsub.broadcast(Broadcast::new(socket_id, "disconnect", Payload::empty_object()), None, None).await;
+        Ok(())
     }
 
-    pub fn pubsub(&self) -> &PubSub {
-        &self.pubsub
+    /// The pubsub, once the server is bound.
+    pub fn pubsub(&self) -> Option<&PubSub> {
+        self.inner.get().map(|h| &h.pubsub)
     }
 
-    pub fn presence(&self) -> &Presence {
-        &self.presence
+    /// The presence service, once the server is bound.
+    pub fn presence(&self) -> Option<&Presence> {
+        self.inner.get().map(|h| &h.presence)
     }
 
     /// Broadcast helper for JSON values.
@@ -177,18 +213,14 @@ impl Server {
     }
 
     pub fn handle(&self) -> BrokerHandle {
-        BrokerHandle {
-            pubsub: self.state.endpoint.env.pubsub.clone(),
-            presence: self.state.endpoint.env.presence.clone(),
-            max_frame: self.state.endpoint.env.limits.max_outbound_frame,
-        }
+        self.handle.clone()
     }
 
     /// Serves until `shutdown` resolves, then drains: every WebSocket is closed with 1012,
     /// LongPoll sessions stop, and the call returns once connections are gone (or after
     /// `shutdown_grace_ms`).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, admin, state } = self;
+        let Server { listener, admin, state, .. } = self;
         let admin_task = admin.map(|l| tokio::spawn(serve_admin(l, state.clone())));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);

@@ -230,3 +230,29 @@ async fn longpoll_sessions_have_their_own_pool() {
     let _ws2 = server.ws("vsn=2.0.0").await;
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handle_from_the_builder_works_once_the_server_is_bound() {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".into();
+    let router = RelayPolicy::router(&config).unwrap();
+    let builder = broker::Builder::new(config).router(router);
+    // Handed out before bind (to the app's HTTP handlers, say): refuses clearly until then.
+    let handle = builder.handle();
+    let early = handle.broadcast_json("room:h", "ev", &serde_json::json!({})).await;
+    assert_eq!(early, Err(broker::PushFailed::NotStarted));
+    let server = builder.bind().await.unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(server.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
+    let mut ws = tokio_tungstenite::connect_async(url).await.unwrap().0;
+    join(&mut ws, "room:h").await;
+    handle.broadcast_json("room:h", "ev", &serde_json::json!({"from": "outside"})).await.unwrap();
+    let got = recv_until(&mut ws, |v| v[3] == "ev").await;
+    assert_eq!(got[4]["from"], "outside");
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+}

@@ -126,6 +126,8 @@ pub enum PushFailed {
     /// The frame would be larger than any outbox accepts (`limits.outbox_max_bytes`): no
     /// subscriber could ever receive it, so it is refused here instead of fanned out.
     TooLarge,
+    /// A [`crate::BrokerHandle`] used before its server was bound.
+    NotStarted,
 }
 
 impl std::fmt::Display for PushFailed {
@@ -136,6 +138,7 @@ impl std::fmt::Display for PushFailed {
             PushFailed::Outbox(e) => write!(f, "not queued: {e}"),
             PushFailed::NotJoined => f.write_str("not joined yet"),
             PushFailed::TooLarge => f.write_str("message too large"),
+            PushFailed::NotStarted => f.write_str("the server is not bound yet"),
         }
     }
 }

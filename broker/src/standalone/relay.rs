@@ -153,7 +153,7 @@ fn push_failed_reason(e: PushFailed) -> &'static str {
         PushFailed::PayloadNotObject => "payload must be an object",
         PushFailed::Encode(_) => "payload cannot be encoded",
         PushFailed::TooLarge => "message too large",
-        PushFailed::Outbox(_) | PushFailed::NotJoined => "not joined",
+        PushFailed::Outbox(_) | PushFailed::NotJoined | PushFailed::NotStarted => "not joined",
     }
 }
 

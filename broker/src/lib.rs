@@ -13,15 +13,15 @@
 //! | folder / file | job |
 //! |---|---|
 //! | [`server`] | `Builder`, `Server` (accept loop, EMFILE backoff, drain), `BrokerHandle` |
-//! | [`transport`] | HTTP routing, the one connect step (origin, `vsn`, params, `connect`, a capacity permit), WebSocket upgrade + reader/writer, LongPoll |
-//! | [`standalone`] | the binary for apps in any language: verified identity (Phoenix.Token, JWT), webhooks, per-topic policies, the relay channel (room for the HTTP API) |
+//! | [`transport`] | HTTP routing, the one connect step (origin, `vsn`, params, `connect`, a capacity permit), WebSocket upgrade + reader/writer (plain TCP or TLS), LongPoll, TLS |
+//! | [`standalone`] | the binary for apps in any language: verified identity (Phoenix.Token, JWT), webhooks, per-topic policies, the relay channel, the HTTP API |
 //! | [`socket`] | a connection's decisions: heartbeat, join, duplicate join, leave, routing; `SocketHandler`, `Router` |
 //! | [`channel`] | the app-facing `Channel` API, `ChannelContext`, the channel server task |
 //! | [`presence`] | presence shards over the [`tracker`] CRDT, snapshots for joiners |
 //! | [`pubsub`] | topic → subscribers, sharded by connection; the fan-out |
 //! | [`outbox`] | a connection's bounded queue; the process-wide outbound budget |
 //! | [`protocol`] | pure wire protocol: messages, serializers, frames, WebSocket framing, params, close reasons, topics, origins |
-//! | [`config`], [`metrics`] | every limit with its reason; counters |
+//! | [`config`], [`metrics`], [`rate`] | every limit with its reason; Prometheus metrics; token buckets |
 //!
 //! ## Map
 //!
@@ -84,6 +84,7 @@ pub mod outbox;
 pub mod presence;
 pub mod protocol;
 pub mod pubsub;
+pub mod rate;
 pub mod server;
 pub mod socket;
 pub mod standalone;

@@ -426,3 +426,56 @@ export async function metric(server, name) {
   if (!m) throw new Error(`metric ${name} not found`);
   return Number(m[1]);
 }
+
+/** A broker config file in a fresh temp folder (`listen` on port 0 first, then `toml`). */
+export function configFile(toml) {
+  const dir = mkdtempSync(join(tmpdir(), "broker-"));
+  const path = join(dir, "broker.toml");
+  writeFileSync(path, `listen = "127.0.0.1:0"\n${toml}\n`);
+  return path;
+}
+
+/** The `secret_key_base` the identity tests configure. */
+export const TEST_SECRET_KEY_BASE = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/** An ETF term for a string, a small or 32-bit integer, or a map with binary keys. */
+function etf(v) {
+  if (typeof v === "string") {
+    const b = Buffer.from(v, "utf8");
+    const h = Buffer.alloc(5);
+    h[0] = 109;
+    h.writeUInt32BE(b.length, 1);
+    return Buffer.concat([h, b]);
+  }
+  if (Number.isInteger(v) && v >= 0 && v < 256) return Buffer.from([97, v]);
+  if (Number.isInteger(v)) {
+    const b = Buffer.alloc(5);
+    b[0] = 98;
+    b.writeInt32BE(v, 1);
+    return b;
+  }
+  if (Array.isArray(v)) {
+    if (v.length === 0) return Buffer.from([106]);
+    const h = Buffer.alloc(5);
+    h[0] = 108;
+    h.writeUInt32BE(v.length, 1);
+    return Buffer.concat([h, ...v.map(etf), Buffer.from([106])]);
+  }
+  const entries = Object.entries(v);
+  const h = Buffer.alloc(5);
+  h[0] = 116;
+  h.writeUInt32BE(entries.length, 1);
+  return Buffer.concat([h, ...entries.flatMap(([k, x]) => [etf(k), etf(x)])]);
+}
+
+/** `Phoenix.Token.sign(secret, salt, data, signed_at: …, max_age: …)` (spec §9.1-9.4). */
+export function phoenixToken(data, { secret = TEST_SECRET_KEY_BASE, salt = "user socket", signedAtMs = Date.now(), maxAge = 86400 } = {}) {
+  const key = crypto.pbkdf2Sync(secret, salt, 1000, 32, "sha256");
+  let ms = BigInt(signedAtMs);
+  const le = [];
+  while (ms > 0n) { le.push(Number(ms & 0xffn)); ms >>= 8n; }
+  const payload = Buffer.concat([Buffer.from([131, 104, 3]), etf(data), Buffer.from([110, le.length, 0, ...le]), etf(maxAge)]);
+  const signed = `SFMyNTY.${payload.toString("base64url")}`;
+  return `${signed}.${crypto.createHmac("sha256", key).update(signed).digest("base64url")}`;
+}
+

@@ -4,36 +4,13 @@
 // errors.
 import { test, describe, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import crypto from "node:crypto";
-import { writeFileSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Presence } from "phoenix";
-import { startServer, phxSocket, receive, nextEvent, until, closeAll, sleep, metric, T } from "./harness.mjs";
+import { startServer, phxSocket, receive, nextEvent, until, closeAll, sleep, metric, configFile, phoenixToken, TEST_SECRET_KEY_BASE, T } from "./harness.mjs";
 
 const KEY = "api-key-0123456789abcdef";
-const SECRET = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const SECRET = TEST_SECRET_KEY_BASE;
 
-/** Phoenix.Token.sign(SECRET, "user socket", userId) (spec §9). */
-function token(userId) {
-  const b = Buffer.from(userId), h = Buffer.alloc(5);
-  h[0] = 109;
-  h.writeUInt32BE(b.length, 1);
-  let ms = BigInt(Date.now());
-  const le = [];
-  while (ms > 0n) { le.push(Number(ms & 0xffn)); ms >>= 8n; }
-  const payload = Buffer.concat([Buffer.from([131, 104, 3]), h, b, Buffer.from([110, le.length, 0, ...le, 98, 0, 1, 0x51, 0x80])]);
-  const signed = `SFMyNTY.${payload.toString("base64url")}`;
-  const key = crypto.pbkdf2Sync(SECRET, "user socket", 1000, 32, "sha256");
-  return `${signed}.${crypto.createHmac("sha256", key).update(signed).digest("base64url")}`;
-}
-
-function configFile(toml) {
-  const dir = mkdtempSync(join(tmpdir(), "broker-"));
-  const path = join(dir, "broker.toml");
-  writeFileSync(path, `listen = "127.0.0.1:0"\n${toml}\n`);
-  return path;
-}
+const token = (userId) => phoenixToken(userId);
 
 describe("HTTP API", () => {
   let server;

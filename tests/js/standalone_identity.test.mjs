@@ -7,56 +7,12 @@ import { test, describe, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
 import crypto from "node:crypto";
-import { writeFileSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Presence } from "phoenix";
-import { startServer, phxSocket, receive, nextEvent, until, closeAll, sleep, handshake, metric, T } from "./harness.mjs";
+import { startServer, phxSocket, receive, nextEvent, until, closeAll, sleep, handshake, metric, configFile, phoenixToken, TEST_SECRET_KEY_BASE, T } from "./harness.mjs";
 
-const SECRET = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+const SECRET = TEST_SECRET_KEY_BASE;
 const SALT = "user socket";
 const b64u = (buf) => Buffer.from(buf).toString("base64url");
-
-/** An ETF term for a string, a small or 32-bit integer, or a map with binary keys. */
-function etf(v) {
-  if (typeof v === "string") {
-    const b = Buffer.from(v, "utf8");
-    const h = Buffer.alloc(5);
-    h[0] = 109;
-    h.writeUInt32BE(b.length, 1);
-    return Buffer.concat([h, b]);
-  }
-  if (Number.isInteger(v) && v >= 0 && v < 256) return Buffer.from([97, v]);
-  if (Number.isInteger(v)) {
-    const b = Buffer.alloc(5);
-    b[0] = 98;
-    b.writeInt32BE(v, 1);
-    return b;
-  }
-  if (Array.isArray(v)) {
-    if (v.length === 0) return Buffer.from([106]);
-    const h = Buffer.alloc(5);
-    h[0] = 108;
-    h.writeUInt32BE(v.length, 1);
-    return Buffer.concat([h, ...v.map(etf), Buffer.from([106])]);
-  }
-  const entries = Object.entries(v);
-  const h = Buffer.alloc(5);
-  h[0] = 116;
-  h.writeUInt32BE(entries.length, 1);
-  return Buffer.concat([h, ...entries.flatMap(([k, x]) => [etf(k), etf(x)])]);
-}
-
-/** `Phoenix.Token.sign(secret, salt, data, signed_at: …, max_age: …)` (spec §9.1-9.4). */
-function phoenixToken(data, { secret = SECRET, salt = SALT, signedAtMs = Date.now(), maxAge = 86400 } = {}) {
-  const key = crypto.pbkdf2Sync(secret, salt, 1000, 32, "sha256");
-  let ms = BigInt(signedAtMs);
-  const le = [];
-  while (ms > 0n) { le.push(Number(ms & 0xffn)); ms >>= 8n; }
-  const payload = Buffer.concat([Buffer.from([131, 104, 3]), etf(data), Buffer.from([110, le.length, 0, ...le]), etf(maxAge)]);
-  const signed = `SFMyNTY.${b64u(payload)}`;
-  return `${signed}.${b64u(crypto.createHmac("sha256", key).update(signed).digest())}`;
-}
 
 /** An HS256 JWT. */
 function jwt(claims, secret = "jwt-secret-of-at-least-32-bytes!!") {
@@ -65,13 +21,6 @@ function jwt(claims, secret = "jwt-secret-of-at-least-32-bytes!!") {
 }
 
 const now = () => Math.floor(Date.now() / 1000);
-
-function configFile(toml) {
-  const dir = mkdtempSync(join(tmpdir(), "broker-"));
-  const path = join(dir, "broker.toml");
-  writeFileSync(path, `listen = "127.0.0.1:0"\n${toml}\n`);
-  return path;
-}
 
 /** The app's backend: answers the broker's webhooks, records what it was asked. */
 async function backend() {
@@ -99,6 +48,8 @@ async function backend() {
         case "/garbage":
           res.writeHead(200, { "content-type": "text/plain" });
           return res.end("this is not json");
+        case "/huge":
+          return json({ status: "ok", response: { pad: "x".repeat(200_000) } });
         case "/fail500":
           return json({ oops: true }, 500);
         default:
@@ -294,6 +245,11 @@ join = "webhook"
 join_url = "http://127.0.0.1:${dead}/join"
 
 [[channels.policies]]
+topics = ["huge:*"]
+join = "webhook"
+join_url = "${app.url}/huge"
+
+[[channels.policies]]
 topics = ["err500:*"]
 events = "webhook"
 event_url = "${app.url}/fail500"
@@ -343,9 +299,9 @@ event_url = "${app.url}/fail500"
     assert.equal((await receive(c1.push("fail", {}), "error")).reason, "nope");
   });
 
-  test("slow, garbage, failing and unreachable webhooks give an error reply within the timeout", T, async () => {
+  test("slow, garbage, oversized, failing and unreachable webhooks give an error reply within the timeout", T, async () => {
     const s = phxSocket(server, { params: { name: "w" } });
-    for (const [topic, reason] of [["slow:1", "backend timeout"], ["garbage:1", "backend unavailable"], ["down:1", "backend unavailable"]]) {
+    for (const [topic, reason] of [["slow:1", "backend timeout"], ["garbage:1", "backend unavailable"], ["down:1", "backend unavailable"], ["huge:1", "backend unavailable"]]) {
       const started = Date.now();
       const r = await receive(s.channel(topic, {}).join(), "error", 3000);
       assert.equal(r.reason, reason, topic);

@@ -4,11 +4,8 @@
 // After every step each observer's list is checked against the expected users.
 import { test, describe, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { writeFileSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Presence } from "phoenix";
-import { startServer, phxSocket, receive, until, closeAll, sleep, T } from "./harness.mjs";
+import { startServer, phxSocket, receive, until, closeAll, sleep, configFile, T } from "./harness.mjs";
 
 /** A user: a phoenix.js socket + channel + Presence on `topic`. */
 async function user(server, topic, userId, joinParams = {}) {
@@ -36,12 +33,6 @@ async function expectWho(users, expected, what) {
   }
 }
 
-function configFile(toml) {
-  const dir = mkdtempSync(join(tmpdir(), "broker-"));
-  const path = join(dir, "broker.toml");
-  writeFileSync(path, `listen = "127.0.0.1:0"\n${toml}\n`);
-  return path;
-}
 
 for (const [label, toml] of [
   ["one diff per change", "[presence]\ndiff_window_ms = 0"],

@@ -247,6 +247,14 @@ pub struct SocketLimits {
 }
 
 impl SocketLimits {
+    pub fn messages_rate(&self) -> crate::rate::Rate {
+        crate::rate::Rate { per_s: self.messages_per_s, burst: self.messages_burst }
+    }
+
+    pub fn joins_rate(&self) -> crate::rate::Rate {
+        crate::rate::Rate { per_s: self.joins_per_s, burst: self.joins_burst }
+    }
+
     pub fn from_config(l: &Limits) -> SocketLimits {
         SocketLimits {
             max_channels: l.max_channels,

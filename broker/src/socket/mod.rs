@@ -24,6 +24,7 @@ use crate::metrics::METRICS;
 use crate::outbox::Outbox;
 use crate::protocol::{encode_message, Message, Payload, Ref, Serializer, TopicField, Transport};
 use crate::pubsub::{next_sub_id, Broadcast, SubId, SubKind};
+use crate::rate::TokenBucket;
 
 pub use handler::{AllowAll, ConnectError, ConnectInfo, SocketHandler};
 pub use crate::protocol::TopicPattern;
@@ -60,38 +61,8 @@ pub struct Socket {
     channels: HashMap<String, Slot>,
     ctl_rx: mpsc::UnboundedReceiver<SocketCtl>,
     /// Per-connection rates (`Limits::messages_per_s`, `Limits::joins_per_s`).
-    messages: RateLimit,
-    joins: RateLimit,
-}
-
-/// A token bucket: `per_s` refill up to `burst`; `per_s == 0` is unlimited.
-struct RateLimit {
-    per_s: f64,
-    burst: f64,
-    tokens: f64,
-    at: tokio::time::Instant,
-}
-
-impl RateLimit {
-    fn new(per_s: u32, burst: u32) -> RateLimit {
-        let burst = burst.max(1) as f64;
-        RateLimit { per_s: per_s as f64, burst, tokens: burst, at: tokio::time::Instant::now() }
-    }
-
-    fn allow(&mut self) -> bool {
-        if self.per_s == 0.0 {
-            return true;
-        }
-        let now = tokio::time::Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_s).min(self.burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+    messages: TokenBucket,
+    joins: TokenBucket,
 }
 
 /// Parameters of a new socket (after `connect` succeeded).
@@ -132,8 +103,7 @@ impl Socket {
             });
             env.pubsub.subscribe(shard, id.as_str().into(), transport_sub_id(p.conn_id), SubKind::Plain(deliver), vec![]).await;
         }
-        let l = &env.limits;
-        let (messages, joins) = (RateLimit::new(l.messages_per_s, l.messages_burst), RateLimit::new(l.joins_per_s, l.joins_burst));
+        let (messages, joins) = (TokenBucket::full(env.limits.messages_rate()), TokenBucket::full(env.limits.joins_rate()));
         Socket { endpoint, info, channels: HashMap::new(), ctl_rx, messages, joins }
     }
 
@@ -192,10 +162,11 @@ impl Socket {
             self.info.reply(&msg.join_ref, &msg.ref_, &msg.topic, "error", response);
             return;
         }
+        let limits = &self.info.env.limits;
         let allowed = match msg.event.as_str() {
-            "phx_join" => self.joins.allow(),
+            "phx_join" => self.joins.take(limits.joins_rate()),
             "phx_leave" => true,
-            _ => self.messages.allow(),
+            _ => self.messages.take(limits.messages_rate()),
         };
         if !allowed {
             METRICS.rate_limited.inc();

@@ -27,11 +27,14 @@ pub struct WebhookConfig {
     pub max_concurrency: usize,
     /// Sent as `Authorization: Bearer …` so the backend can tell the broker's calls apart.
     pub secret: Option<String>,
+    /// Largest answer read, in bytes (claims and metas are kept per socket and per presence):
+    /// larger is treated as garbage.
+    pub max_response_bytes: usize,
 }
 
 impl Default for WebhookConfig {
     fn default() -> Self {
-        WebhookConfig { timeout_ms: 3_000, retries: 1, retry_backoff_ms: 50, max_concurrency: 256, secret: None }
+        WebhookConfig { timeout_ms: 3_000, retries: 1, retry_backoff_ms: 50, max_concurrency: 256, secret: None, max_response_bytes: 64 * 1024 }
     }
 }
 
@@ -116,8 +119,22 @@ impl Webhooks {
                 req = req.bearer_auth(secret);
             }
             let retryable = match req.send().await {
-                Ok(resp) if resp.status().is_success() => {
-                    let bytes = resp.bytes().await.map_err(|e| if e.is_timeout() { WebhookError::Timeout } else { WebhookError::Garbage })?;
+                Ok(mut resp) if resp.status().is_success() => {
+                    // Read within the bound, chunk by chunk: a huge answer is garbage, not memory.
+                    let limit = self.config.max_response_bytes;
+                    if resp.content_length().is_some_and(|n| n as usize > limit) {
+                        return Err(WebhookError::Garbage);
+                    }
+                    let mut bytes = Vec::new();
+                    loop {
+                        match resp.chunk().await {
+                            Ok(Some(c)) if bytes.len() + c.len() <= limit => bytes.extend_from_slice(&c),
+                            Ok(Some(_)) => return Err(WebhookError::Garbage),
+                            Ok(None) => break,
+                            Err(e) if e.is_timeout() => return Err(WebhookError::Timeout),
+                            Err(_) => return Err(WebhookError::Garbage),
+                        }
+                    }
                     return match serde_json::from_slice::<Value>(&bytes) {
                         Ok(Value::Object(map)) => Ok(map),
                         _ => Err(WebhookError::Garbage),

@@ -156,7 +156,8 @@ async fn new_session(state: Arc<ServerState>, req: Request<Incoming>, peer: Sock
     // Each address may create only so many sessions per second (one keep-alive connection
     // could otherwise mint thousands), and sessions have their own pool (see `connect`).
     let limits = &state.config.limits;
-    if !state.longpoll.allow_new_session(peer.ip(), limits.longpoll_sessions_per_ip_per_s, limits.longpoll_session_burst) {
+    let rate = crate::rate::Rate { per_s: limits.longpoll_sessions_per_ip_per_s, burst: limits.longpoll_session_burst };
+    if !state.longpoll.allow_new_session(peer.ip(), rate) {
         METRICS.longpoll_refused.inc();
         return with_cors(text(StatusCode::TOO_MANY_REQUESTS, "too many new longpoll sessions from this address; retry later"));
     }

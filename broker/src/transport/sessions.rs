@@ -13,45 +13,39 @@ use tokio::time::Instant;
 
 use super::capacity::Permit;
 use crate::outbox::Outbox;
+use crate::rate::{Rate, TokenBucket};
 
 /// Live sessions by token, and the per-address creation rate.
 #[derive(Default)]
 pub struct LongPoll {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
-    rate: Mutex<HashMap<IpAddr, Bucket>>,
+    rate: Mutex<HashMap<IpAddr, TokenBucket>>,
 }
 
-/// A token bucket of session creations for one client address.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// Addresses remembered by the rate limiter before idle (full) buckets are forgotten.
+/// Addresses remembered by the rate limiter before those with a full bucket (nothing to
+/// remember) are forgotten, and the most it ever holds: many source addresses (all of
+/// 127.0.0.0/8 on loopback) must not grow it without bound.
 const RATE_TABLE_PRUNE: usize = 4096;
+const RATE_TABLE_MAX: usize = 65_536;
 
 impl LongPoll {
     /// Takes one session creation from `ip`'s bucket (`per_s` refill, `burst` capacity);
     /// false when it is empty.
-    pub fn allow_new_session(&self, ip: IpAddr, per_s: u32, burst: u32) -> bool {
-        if per_s == 0 {
+    pub fn allow_new_session(&self, ip: IpAddr, rate: Rate) -> bool {
+        if rate.per_s == 0 {
             return true;
         }
-        let now = Instant::now();
-        let (per_s, burst) = (per_s as f64, burst.max(1) as f64);
-        let mut rate = self.rate.lock();
-        if rate.len() >= RATE_TABLE_PRUNE {
-            rate.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * per_s < burst);
+        let mut table = self.rate.lock();
+        if table.len() >= RATE_TABLE_PRUNE {
+            table.retain(|_, b| !b.is_full(rate));
+            if table.len() >= RATE_TABLE_MAX {
+                // Still full of busy addresses: forget one (it starts again with a full bucket).
+                if let Some(victim) = table.keys().next().copied() {
+                    table.remove(&victim);
+                }
+            }
         }
-        let b = rate.entry(ip).or_insert(Bucket { tokens: burst, at: now });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * per_s).min(burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        table.entry(ip).or_insert_with(|| TokenBucket::full(rate)).take(rate)
     }
 
     /// The live session with this token.

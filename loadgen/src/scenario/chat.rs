@@ -1,7 +1,7 @@
 //! The chat scenario: many small rooms; every member posts at random (Poisson) intervals and
 //! receives the room's messages. Reported like fanout (deliveries, losses, latency).
 
-use super::pubsub::{local_roles, summarize_deliveries, PubSub, Role, Sched};
+use super::pubsub::{summarize_deliveries, PubSub, Role, Sched};
 use super::{Entry, Scenario};
 use crate::engine::{Ctx, Workload};
 use crate::flags::Common;
@@ -65,18 +65,9 @@ impl Scenario for ChatArgs {
         self.rooms * self.room_size
     }
     fn workload(&self, ctx: &Ctx) -> Arc<dyn Workload> {
-        let (w, n) = (ctx.worker, ctx.workers);
         let post_interval = Duration::from_secs_f64(self.post_interval_ms.max(0.001) / 1000.0);
-        Arc::new(PubSub {
-            prefix: self.topic_prefix(),
-            event: self.event.clone(),
-            payload_bytes: self.payload_bytes,
-            roles: local_roles(chat_roles(self.rooms, self.room_size, post_interval), w, n),
-            all_local: n == 1,
-            seed: self.common.seed,
-            join_timeline: false,
-            drain_waits: true,
-        })
+        let roles = chat_roles(self.rooms, self.room_size, post_interval);
+        Arc::new(PubSub::delivering(self.topic_prefix(), self.event.clone(), self.payload_bytes, roles, ctx, self.common.seed))
     }
     fn timeline_metric(&self) -> &'static str {
         "delivery"

@@ -3,7 +3,7 @@
 //! time until the last subscriber has each broadcast, deliveries/s, lost / duplicated /
 //! out-of-order deliveries.
 
-use super::pubsub::{local_roles, summarize_deliveries, PubSub, Role, Sched};
+use super::pubsub::{summarize_deliveries, PubSub, Role, Sched};
 use super::{Entry, Scenario};
 use crate::engine::{Ctx, Workload};
 use crate::flags::Common;
@@ -80,17 +80,8 @@ impl Scenario for FanoutArgs {
         self.subscribers + self.publishers
     }
     fn workload(&self, ctx: &Ctx) -> Arc<dyn Workload> {
-        let (w, n) = (ctx.worker, ctx.workers);
-        Arc::new(PubSub {
-            prefix: self.topic_prefix(),
-            event: self.event.clone(),
-            payload_bytes: self.payload_bytes,
-            roles: local_roles(fanout_roles(self.subscribers, self.topics, self.publishers, self.rate), w, n),
-            all_local: n == 1,
-            seed: self.common.seed,
-            join_timeline: false,
-            drain_waits: true,
-        })
+        let roles = fanout_roles(self.subscribers, self.topics, self.publishers, self.rate);
+        Arc::new(PubSub::delivering(self.topic_prefix(), self.event.clone(), self.payload_bytes, roles, ctx, self.common.seed))
     }
     fn timeline_metric(&self) -> &'static str {
         "delivery"
@@ -102,6 +93,7 @@ impl Scenario for FanoutArgs {
 
 #[cfg(test)]
 mod tests {
+    use super::super::pubsub::local_roles;
     use super::*;
 
     #[test]

@@ -54,6 +54,23 @@ pub struct PubSub {
     pub drain_waits: bool,
 }
 
+impl PubSub {
+    /// The workload of a scenario that publishes and measures deliveries (fanout, chat): this
+    /// worker's share of `roles`, the drain waiting for every publisher and delivery.
+    pub fn delivering(prefix: String, event: String, payload_bytes: usize, roles: Vec<Role>, ctx: &Ctx, seed: u64) -> PubSub {
+        PubSub {
+            prefix,
+            event,
+            payload_bytes,
+            roles: local_roles(roles, ctx.worker, ctx.workers),
+            all_local: ctx.workers == 1,
+            seed,
+            join_timeline: false,
+            drain_waits: true,
+        }
+    }
+}
+
 /// Keep the roles of worker `w` of `n` (by global index).
 pub fn local_roles(roles: Vec<Role>, w: u32, n: u32) -> Vec<Role> {
     roles.into_iter().filter(|r| r.idx % n as usize == w as usize).collect()

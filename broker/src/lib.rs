@@ -78,6 +78,7 @@
 //! (backpressure on publishers).
 
 pub mod channel;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod outbox;

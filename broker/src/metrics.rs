@@ -148,6 +148,24 @@ pub struct Metrics {
     pub webhook_latency: Histogram,
     /// Client messages and joins refused by a per-connection rate limit.
     pub rate_limited: Counter,
+    /// Cluster (Redis bus): broadcasts published for other nodes, received from them, and
+    /// those not published (queue full or Redis unreachable: the gap).
+    pub cluster_published: Counter,
+    pub cluster_received: Counter,
+    pub cluster_publish_dropped: Counter,
+    /// Redis connection losses, and whether the bus is connected now (1) or not (0).
+    pub cluster_disconnects: Counter,
+    pub cluster_connected: Gauge,
+    /// Redis channels this node is subscribed to (topics with local subscribers, plus its own
+    /// presence channels).
+    pub cluster_subscriptions: Gauge,
+    /// Presence replication messages sent and received, `transfer_ack`s sent, messages dropped
+    /// because a shard was behind, and messages ignored (another shard count, a duplicate name).
+    pub cluster_presence_sent: Counter,
+    pub cluster_presence_received: Counter,
+    pub cluster_presence_transfers: Counter,
+    pub cluster_presence_dropped: Counter,
+    pub cluster_presence_mismatched: Counter,
 }
 
 /// The process's metrics, registered on first use.
@@ -185,6 +203,17 @@ impl Metrics {
             webhook_calls: counter("webhook_calls_total", "Webhook calls made (connect, join, event)."),
             webhook_failures: counter("webhook_failures_total", "Webhook calls that failed (timeout, unreachable, non-2xx, not JSON)."),
             rate_limited: counter("rate_limited_total", "Client messages and joins refused by a per-connection rate limit."),
+            cluster_published: counter("cluster_published_total", "Messages published on the cluster bus (broadcasts and presence)."),
+            cluster_received: counter("cluster_received_total", "Broadcasts received from other nodes."),
+            cluster_publish_dropped: counter("cluster_publish_dropped_total", "Broadcasts not published to other nodes (bus queue full or Redis unreachable)."),
+            cluster_disconnects: counter("cluster_disconnects_total", "Redis connection losses."),
+            cluster_connected: gauge("cluster_connected", "1 while the Redis bus is connected."),
+            cluster_subscriptions: gauge("cluster_subscriptions", "Redis channels subscribed (topics with local subscribers + presence channels)."),
+            cluster_presence_sent: counter("cluster_presence_sent_total", "Presence heartbeats/deltas published."),
+            cluster_presence_received: counter("cluster_presence_received_total", "Presence replication messages received."),
+            cluster_presence_transfers: counter("cluster_presence_transfers_total", "Presence transfer_acks (full extracts) sent."),
+            cluster_presence_dropped: counter("cluster_presence_dropped_total", "Presence replication messages dropped (shard behind)."),
+            cluster_presence_mismatched: counter("cluster_presence_mismatched_total", "Presence messages ignored (other shard count or duplicate node name)."),
             webhook_latency: Histogram::registered(&r, "phx_broker_webhook_latency_seconds", "Webhook call latency, retries included."),
             registry: r,
         }
@@ -242,12 +271,23 @@ mod tests {
             ("webhook_calls_total", "counter"),
             ("webhook_failures_total", "counter"),
             ("rate_limited_total", "counter"),
+            ("cluster_published_total", "counter"),
+            ("cluster_received_total", "counter"),
+            ("cluster_publish_dropped_total", "counter"),
+            ("cluster_disconnects_total", "counter"),
+            ("cluster_connected", "gauge"),
+            ("cluster_subscriptions", "gauge"),
+            ("cluster_presence_sent_total", "counter"),
+            ("cluster_presence_received_total", "counter"),
+            ("cluster_presence_transfers_total", "counter"),
+            ("cluster_presence_dropped_total", "counter"),
+            ("cluster_presence_mismatched_total", "counter"),
             ("webhook_latency_seconds", "histogram"),
         ] {
             assert!(text.contains(&format!("# TYPE phx_broker_{name} {kind}\n")), "{name} {kind} missing:\n{text}");
             assert!(text.contains(&format!("# HELP phx_broker_{name} ")), "{name} has no help");
         }
-        assert_eq!(text.matches("# TYPE ").count(), 27, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), 38, "{text}");
         // Integer metrics print as integers (clients parse `^name (\d+)$`).
         assert_eq!(sample(&text, "phx_broker_joins_total"), Some("3"));
         assert_eq!(sample(&text, "phx_broker_channels"), Some("0"));

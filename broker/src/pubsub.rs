@@ -27,8 +27,16 @@
 //! that capped 19k-subscriber fan-out at ~110k deliveries/s; without it, writes batch under load
 //! and the same run reaches ~1M/s.)
 //!
-//! A bus for multi-node (Redis) plugs in at [`PubSub::broadcast`]: publish to the bus, and feed
-//! what arrives from the bus into [`PubSub::local_broadcast`] with `from = None`.
+//! ## Many nodes
+//! With a [`Bus`] ([`crate::cluster`], over Redis), [`PubSub::broadcast`] and
+//! [`PubSub::broadcast_queued`] also hand the broadcast to the bus, which publishes it once for
+//! the other nodes; what arrives from the bus is dispatched here with
+//! [`PubSub::local_broadcast`] and `from = None` (the `from` of `broadcast_from` is a
+//! subscriber of the publishing node, so other nodes deliver to everyone). A node tells the bus
+//! which topics it has subscribers for: [`PubSub::subscribe`] first [`Bus::retain`]s the topic
+//! (and waits until the node receives the topic's remote broadcasts, so nothing published after
+//! a join reply is missed), and a shard [`Bus::release`]s it for every subscription it removes.
+//! Presence diffs are never relayed: every node computes them from its own replica.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,6 +83,18 @@ impl Broadcast {
             .as_ref()
             .map_err(|e| e.clone())
     }
+}
+
+/// The multi-node bus as pubsub sees it ([`crate::cluster`] implements it over Redis).
+#[async_trait::async_trait]
+pub trait Bus: Send + Sync + 'static {
+    /// Publishes a broadcast for the other nodes (queued; never waits for the network).
+    fn publish(&self, msg: &Broadcast);
+    /// One more local subscription of `topic`; resolves once the topic's broadcasts from other
+    /// nodes reach this node (or at once when the bus is down: local traffic never waits).
+    async fn retain(&self, topic: &Arc<str>);
+    /// One local subscription of `topic` fewer (each [`Bus::retain`] is matched by one).
+    fn release(&self, topic: &Arc<str>);
 }
 
 /// Called with a broadcast for subscribers that are not plain fastlane deliveries.
@@ -133,6 +153,7 @@ impl Ticket {
 #[derive(Clone)]
 pub struct PubSub {
     shards: Arc<[ShardHandle]>,
+    bus: Option<Arc<dyn Bus>>,
 }
 
 impl PubSub {
@@ -144,16 +165,27 @@ impl PubSub {
     /// Starts `shards` shard tasks whose command queues hold `queue` commands each
     /// (`Limits::pubsub_queue`): publishers wait when a shard is this far behind.
     pub fn start_with(shards: usize, queue: usize) -> PubSub {
+        PubSub::start_with_bus(shards, queue, None)
+    }
+
+    /// Like [`PubSub::start_with`], with a multi-node bus.
+    pub fn start_with_bus(shards: usize, queue: usize, bus: Option<Arc<dyn Bus>>) -> PubSub {
         let shards = shards.max(1);
         let handles: Vec<_> = (0..shards)
             .map(|_| {
                 let (tx, rx) = mpsc::channel(queue);
                 let processed = Arc::new(AtomicU64::new(0));
-                tokio::spawn(Shard::default().run(rx, processed.clone()));
+                let shard = Shard { topics: HashMap::new(), bus: bus.clone() };
+                tokio::spawn(shard.run(rx, processed.clone()));
                 ShardHandle { tx, enqueued: AtomicU64::new(0), processed }
             })
             .collect();
-        PubSub { shards: handles.into() }
+        PubSub { shards: handles.into(), bus }
+    }
+
+    /// Is this node part of a cluster?
+    pub fn is_clustered(&self) -> bool {
+        self.bus.is_some()
     }
 
     /// Queues a command on a shard (waiting only if its queue is full).
@@ -216,9 +248,15 @@ impl PubSub {
     /// outbox (for a fastlane subscription) before any broadcast can reach it. Resolves once the
     /// subscription is in place.
     pub async fn subscribe(&self, shard: usize, topic: Arc<str>, id: SubId, kind: SubKind, then_push: Vec<Frame>) {
+        if let Some(bus) = &self.bus {
+            bus.retain(&topic).await;
+        }
         let (done, wait) = oneshot::channel();
+        let retained = topic.clone();
         if self.send(shard, Command::Subscribe { topic, id, kind, then_push, done }).await {
             let _ = wait.await;
+        } else if let Some(bus) = &self.bus {
+            bus.release(&retained);
         }
     }
 
@@ -251,9 +289,12 @@ impl PubSub {
         }
     }
 
-    /// Broadcasts to every subscriber of the topic in the cluster. Single node for now: the
-    /// multi-node bus hooks in here (publish to the bus, then dispatch locally).
+    /// Broadcasts to every subscriber of the topic in the cluster: hands it to the bus (if
+    /// any) for the other nodes, then dispatches it on this one.
     pub async fn broadcast(&self, msg: Broadcast, from: Option<SubId>, wait_for_shard: Option<usize>) {
+        if let Some(bus) = &self.bus {
+            bus.publish(&msg);
+        }
         self.local_broadcast(Arc::new(msg), from, wait_for_shard).await
     }
 
@@ -282,6 +323,9 @@ impl PubSub {
     /// [`Ticket`] for `own_shard`: frames the caller must deliver after its own copy go through
     /// [`PubSub::push_after`] on that shard while the ticket is not done.
     pub async fn broadcast_queued(&self, msg: Broadcast, from: Option<SubId>, own_shard: usize) -> Ticket {
+        if let Some(bus) = &self.bus {
+            bus.publish(&msg);
+        }
         METRICS.broadcasts.inc();
         let msg = Arc::new(msg);
         let mut ticket = Ticket { shard: own_shard, target: 0 };
@@ -302,9 +346,10 @@ struct TopicSubs {
     index: HashMap<SubId, usize>,
 }
 
-#[derive(Default)]
 struct Shard {
     topics: HashMap<Arc<str>, TopicSubs>,
+    /// Told of every subscription this shard removes (or replaces), see [`Bus::release`].
+    bus: Option<Arc<dyn Bus>>,
 }
 
 impl Shard {
@@ -328,10 +373,16 @@ impl Shard {
                 }
                 let entry = self
                     .topics
-                    .entry(topic)
+                    .entry(topic.clone())
                     .or_insert_with(|| TopicSubs { subs: Vec::new(), index: HashMap::new() });
                 match entry.index.get(&id) {
-                    Some(&i) => entry.subs[i].1 = kind,
+                    Some(&i) => {
+                        // Replaced: the caller retained the topic once more than it holds it.
+                        entry.subs[i].1 = kind;
+                        if let Some(bus) = &self.bus {
+                            bus.release(&topic);
+                        }
+                    }
                     None => {
                         entry.index.insert(id, entry.subs.len());
                         entry.subs.push((id, kind));
@@ -345,6 +396,9 @@ impl Shard {
                         entry.subs.swap_remove(i);
                         if let Some((moved, _)) = entry.subs.get(i) {
                             entry.index.insert(*moved, i);
+                        }
+                        if let Some(bus) = &self.bus {
+                            bus.release(&topic);
                         }
                     }
                     if entry.subs.is_empty() {

@@ -90,7 +90,27 @@ impl Builder {
         });
         let shards = self.config.limits.shard_count();
         let limits = &self.config.limits;
-        let pubsub = PubSub::start_with(shards, limits.pubsub_queue);
+        // A cluster node: Redis must answer before anything starts.
+        let cluster = match &self.config.cluster.redis_url {
+            Some(_) => {
+                let node = cluster_node_name(&self.config.node_name, local_addr);
+                let c = crate::cluster::Cluster::connect(&self.config.cluster, &node)
+                    .await
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::ConnectionRefused, e))?;
+                tracing::info!(node = %node, "cluster: joined over Redis");
+                Some(c)
+            }
+            None => None,
+        };
+        let node_name = cluster.as_ref().map_or_else(|| self.config.node_name.clone(), |c| c.node().to_string());
+        let bus = cluster.clone().map(|c| Arc::new(c) as Arc<dyn crate::pubsub::Bus>);
+        let replication = cluster.clone().map(|c| crate::presence::ReplicationOptions {
+            bus: Arc::new(c),
+            heartbeat: Duration::from_millis(self.config.cluster.heartbeat_ms),
+            timeouts: self.config.cluster.timeouts(),
+            queue: limits.presence_queue,
+        });
+        let pubsub = PubSub::start_with_bus(shards, limits.pubsub_queue, bus);
         let presence = Presence::start_with(
             pubsub.clone(),
             PresenceOptions {
@@ -98,15 +118,19 @@ impl Builder {
                 diff_window_ms: self.config.presence.diff_window_ms,
                 coalesce_min_members: self.config.presence.coalesce_min_members,
                 fetch: self.presence_fetch,
-                node: self.config.node_name.clone(),
+                node: node_name,
                 limits: PresenceLimits {
                     max_key_bytes: limits.presence_max_key_bytes,
                     max_meta_bytes: limits.presence_max_meta_bytes,
                     max_state_bytes: limits.presence_max_state_bytes,
                     queue: limits.presence_queue,
                 },
+                replication,
             },
         );
+        if let Some(c) = &cluster {
+            c.attach(pubsub.clone(), presence.clone());
+        }
         let limits = &self.config.limits;
         let max_connections = if limits.max_connections > 0 {
             limits.max_connections
@@ -257,6 +281,11 @@ impl Server {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Other nodes drop this node's presences now, not after the down period.
+        if state.endpoint.env.pubsub.is_clustered() {
+            state.endpoint.env.presence.goodbye().await;
+            tokio::time::sleep(Duration::from_millis(50)).await; // let the publisher flush
+        }
         // The admin address answers through the drain (`/readyz` says 503 meanwhile).
         if let Some(t) = admin_task {
             t.abort();
@@ -315,6 +344,17 @@ async fn serve_admin(listener: TcpListener, state: Arc<ServerState>) {
 
 /// Binds with an explicit listen backlog (≥ 4096: connect storms must not drop SYNs; the
 /// kernel caps it at net.core.somaxconn).
+/// A cluster node's name: `node_name` if set to something other than the default, else
+/// `<hostname>/<listen address>` (unique per process on a host, and the same after a restart on
+/// the same address, so the restarted node replaces its old incarnation at once).
+fn cluster_node_name(configured: &str, local: SocketAddr) -> String {
+    if configured != crate::config::Config::default().node_name {
+        return configured.to_string();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into());
+    format!("{host}/{local}")
+}
+
 fn bind_listener(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;

@@ -61,6 +61,13 @@ struct Args {
     /// Idle timeout in milliseconds (no frame received).
     #[arg(long, env = "BROKER_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<u64>,
+    /// Join a cluster over this Redis (redis://host:port): broadcasts and presence span every
+    /// node with the same Redis and `cluster.channel_prefix`.
+    #[arg(long, env = "BROKER_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// This node's name, unique in a cluster (default there: "<hostname>/<listen address>").
+    #[arg(long, env = "BROKER_NODE_NAME")]
+    node_name: Option<String>,
     /// Do not serve the demo page at /.
     #[arg(long)]
     no_demo: bool,
@@ -122,6 +129,12 @@ fn build_config(args: &Args) -> Result<Config, String> {
     }
     if let Some(v) = &args.admin_listen {
         c.admin_listen = Some(v.clone());
+    }
+    if let Some(v) = &args.redis_url {
+        c.cluster.redis_url = Some(v.clone());
+    }
+    if let Some(v) = &args.node_name {
+        c.node_name = v.clone();
     }
     if let Some(v) = &args.api_key {
         c.api.key = Some(v.clone());

@@ -46,6 +46,8 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[tls]`: serve `wss://` and `https://` with this certificate and key (PEM files).
     pub tls: Option<crate::transport::tls::TlsConfig>,
+    /// `[cluster]`: one node of several over Redis (unset `redis_url`: a single node).
+    pub cluster: crate::cluster::ClusterConfig,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             webhooks: Default::default(),
             api: ApiConfig::default(),
             tls: None,
+            cluster: Default::default(),
         }
     }
 }
@@ -117,11 +120,15 @@ impl Config {
         }
         hide(&mut c.webhooks.secret);
         hide(&mut c.api.key);
+        if let Some(url) = &c.cluster.redis_url {
+            c.cluster.redis_url = Some(crate::cluster::redact_url(url));
+        }
         c
     }
 
     pub fn validate(&self) -> Result<(), String> {
         self.check_origin()?;
+        self.cluster.validate()?;
         if !self.socket_path.starts_with('/') || self.socket_path.ends_with('/') && self.socket_path.len() > 1 {
             return Err(format!("socket_path {:?} must start with '/' and not end with one", self.socket_path));
         }

@@ -7,11 +7,10 @@
 //! a diff, which is broadcast as `presence_diff` through [`PubSub::local_broadcast`] (node-local:
 //! every node computes diffs from its own replica, spec §7.4).
 //!
-//! ## Replication hook
-//! Every `broadcast_period` (1.5 s) the shard takes the CRDT's accumulated delta
-//! ([`tracker::State::take_delta`]). With a single node it is dropped (which also keeps the
-//! delta from growing without bound); the cluster issue sends it to the bus as a heartbeat and
-//! merges what arrives ([`tracker::State::merge`] returns the diffs to broadcast).
+//! ## Replication
+//! With a single node the CRDT's delta is dropped after every change (which keeps it from
+//! growing). With a [`ReplicationBus`] ([`crate::cluster`]) each shard is a tracker replica
+//! that sends its deltas at once and merges what the other nodes send ([`replication`]).
 //!
 //! ## Big rooms
 //! * `presence_state` for a joiner: the shard keeps, next to the CRDT, a persistent (`imbl`)
@@ -41,7 +40,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracker::{Diff, Meta, OwnerId, ReplicaRef, State};
 
+pub mod replication;
 pub mod view;
+
+pub use replication::{Replication, ReplicationBus, ReplicationOptions};
+use replication::Replicator;
 
 pub use view::{render, Fetch, KeyEntry, Snapshot};
 use view::{entry_len, json_len, META_OVERHEAD};
@@ -129,6 +132,8 @@ pub struct PresenceOptions {
     /// Replica name (the node name in a cluster).
     pub node: String,
     pub limits: PresenceLimits,
+    /// Replicate to the other nodes of a cluster.
+    pub replication: Option<ReplicationOptions>,
 }
 
 enum Cmd {
@@ -137,6 +142,8 @@ enum Cmd {
     Untrack { topic: String, owner: SubId, key: String, reply: oneshot::Sender<()> },
     UntrackOwner { owner: SubId, reply: Option<oneshot::Sender<()>> },
     List { topic: String, reply: oneshot::Sender<Snapshot> },
+    /// Shutting down: tell the other nodes to forget this replica.
+    Goodbye { reply: oneshot::Sender<()> },
 }
 
 
@@ -147,6 +154,8 @@ const BROADCAST_PERIOD: Duration = Duration::from_millis(1500);
 #[derive(Clone)]
 pub struct Presence {
     shards: Arc<[mpsc::Sender<Cmd>]>,
+    /// Per shard: messages from other nodes (cluster only).
+    remote: Arc<[mpsc::Sender<Replication>]>,
     fetch: Option<Fetch>,
     limits: PresenceLimits,
 }
@@ -162,17 +171,23 @@ impl Presence {
             fetch: None,
             node: "node".into(),
             limits: PresenceLimits::default(),
+            replication: None,
         })
     }
 
     /// Starts the presence shards with all options.
     pub fn start_with(pubsub: PubSub, o: PresenceOptions) -> Presence {
-        let PresenceOptions { shards, diff_window_ms, coalesce_min_members, fetch, node, limits } = o;
+        let PresenceOptions { shards, diff_window_ms, coalesce_min_members, fetch, node, limits, replication } = o;
         let vsn = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
-        let senders: Vec<_> = (0..shards.max(1))
-            .map(|_| {
+        let count = shards.max(1);
+        let mut remotes = Vec::new();
+        let senders: Vec<_> = (0..count)
+            .map(|i| {
                 let (tx, rx) = mpsc::channel(limits.queue.max(1));
+                let (remote_tx, remote_rx) = mpsc::channel(replication.as_ref().map_or(1, |r| r.queue.max(1)));
+                remotes.push(remote_tx);
                 let shard = Shard {
+                    replication: replication.clone().map(|r| Replicator::new(r, i, count)),
                     state: State::new(ReplicaRef::new(node.clone(), vsn)),
                     replica: ReplicaRef::new(node.clone(), vsn),
                     views: HashMap::new(),
@@ -185,11 +200,34 @@ impl Presence {
                     deadlines: VecDeque::new(),
                     fetch: fetch.clone(),
                 };
-                tokio::spawn(shard.run(rx));
+                tokio::spawn(shard.run(rx, remote_rx));
                 tx
             })
             .collect();
-        Presence { shards: senders.into(), fetch, limits }
+        Presence { shards: senders.into(), remote: remotes.into(), fetch, limits }
+    }
+
+    /// A replication message from another node, for the shard it names. Never waits: when the
+    /// shard is that far behind, the message is dropped and counted (heartbeats repair).
+    pub fn deliver(&self, msg: Replication) {
+        let Some(tx) = self.remote.get(msg.shard()) else {
+            METRICS.cluster_presence_mismatched.inc();
+            return;
+        };
+        if tx.try_send(msg).is_err() {
+            METRICS.cluster_presence_dropped.inc();
+        }
+    }
+
+    /// Shutting down: every shard tells the other nodes to forget its replica (their lists
+    /// drop this node's presences at once, not after the down period).
+    pub async fn goodbye(&self) {
+        for shard in self.shards.iter() {
+            let (reply, rx) = oneshot::channel();
+            if shard.send(Cmd::Goodbye { reply }).await.is_ok() {
+                let _ = rx.await;
+            }
+        }
     }
 
     /// The bounds this service enforces.
@@ -307,6 +345,7 @@ impl Presence {
 }
 
 struct Shard {
+    replication: Option<Replicator>,
     state: State,
     replica: ReplicaRef,
     /// Per-topic persistent view for O(1) snapshots.
@@ -325,22 +364,25 @@ struct Shard {
 }
 
 impl Shard {
-    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
-        let mut gossip = tokio::time::interval(BROADCAST_PERIOD);
+    async fn run(mut self, mut rx: mpsc::Receiver<Cmd>, mut remote: mpsc::Receiver<Replication>) {
+        let period = self.replication.as_ref().map_or(BROADCAST_PERIOD, |r| r.opts.heartbeat);
+        let mut gossip = tokio::time::interval(period);
         gossip.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_flush = self.deadlines.front().map(|(t, _)| *t);
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    Some(cmd) => self.handle(cmd).await,
+                    Some(cmd) => {
+                        self.handle(cmd).await;
+                        if self.state.has_delta() {
+                            self.after_local_change(!rx.is_empty());
+                        }
+                    }
                     None => break,
                 },
+                Some(msg) = remote.recv() => self.handle_remote(msg).await,
                 _ = sleep_until_opt(next_flush) => self.flush_due().await,
-                _ = gossip.tick() => {
-                    // Single node: nobody to gossip the delta to. The cluster bus hooks in
-                    // here (heartbeat with the delta, then merge what peers send).
-                    let _ = self.state.take_delta();
-                }
+                _ = gossip.tick() => self.heartbeat_tick().await,
             }
         }
     }
@@ -404,6 +446,11 @@ impl Shard {
             }
             Cmd::List { topic, reply } => {
                 let _ = reply.send(self.views.get(&topic).cloned().unwrap_or_default());
+            }
+            Cmd::Goodbye { reply } => {
+                self.publish_heartbeat(false);
+                self.goodbye();
+                let _ = reply.send(());
             }
         }
     }
@@ -606,7 +653,7 @@ mod tests {
     #[tokio::test]
     async fn small_rooms_are_not_coalesced() {
         let ps = PubSub::start(1);
-        let opts = PresenceOptions { shards: 1, diff_window_ms: 10_000, coalesce_min_members: 3, fetch: None, node: "n".into(), limits: PresenceLimits::default() };
+        let opts = PresenceOptions { shards: 1, diff_window_ms: 10_000, coalesce_min_members: 3, fetch: None, node: "n".into(), limits: PresenceLimits::default(), replication: None };
         let p = Presence::start_with(ps.clone(), opts);
         let o = listener(&ps, "room:s").await;
         p.track("room:s", 1, "a", Map::new()).await.unwrap();
@@ -626,7 +673,7 @@ mod tests {
         });
         let p = Presence::start_with(
             ps.clone(),
-            PresenceOptions { shards: 1, diff_window_ms: 0, coalesce_min_members: 0, fetch: Some(fetch), node: "n".into(), limits: PresenceLimits::default() },
+            PresenceOptions { shards: 1, diff_window_ms: 0, coalesce_min_members: 0, fetch: Some(fetch), node: "n".into(), limits: PresenceLimits::default(), replication: None },
         );
         let o = listener(&ps, "room:f").await;
         p.track("room:f", 1, "ann", Map::new()).await.unwrap();

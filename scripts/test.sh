@@ -23,6 +23,13 @@ export BROKER_BIN="$TARGET_DIR/debug/broker"
 export CONFORMANCE_BIN="$TARGET_DIR/debug/examples/conformance"
 (cd tests/js && npm test)
 
+echo "== seed apps in headless Chromium (tests/browser)"
+cargo build -p apps
+if [ ! -d tests/browser/node_modules ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund)
+fi
+(cd tests/browser && APPS_BIN_DIR="$TARGET_DIR/debug" npm test)
+
 echo "== HTTP API against docs/openapi.json (schemathesis)"
 scripts/api-check.sh
 

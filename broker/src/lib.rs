@@ -22,6 +22,7 @@
 //! | [`outbox`] | a connection's bounded queue; the process-wide outbound budget |
 //! | [`protocol`] | pure wire protocol: messages, serializers, frames, WebSocket framing, params, close reasons, topics, origins |
 //! | [`config`], [`metrics`], [`rate`] | every limit with its reason; Prometheus metrics; token buckets |
+//! | [`mount`], [`token`], [`channel_test`] | for apps on the library: the app's own HTTP routes on the socket's port; Phoenix.Token sign/verify; Phoenix's `ChannelTest` without sockets |
 //!
 //! ## Map
 //!
@@ -78,9 +79,11 @@
 //! (backpressure on publishers).
 
 pub mod channel;
+pub mod channel_test;
 pub mod cluster;
 pub mod config;
 pub mod metrics;
+pub mod mount;
 pub mod outbox;
 pub mod presence;
 pub mod protocol;
@@ -89,6 +92,7 @@ pub mod rate;
 pub mod server;
 pub mod socket;
 pub mod standalone;
+pub mod token;
 pub mod transport;
 
 #[cfg(test)]
@@ -100,7 +104,7 @@ pub use config::Config;
 pub use presence::{Presence, PresenceError};
 pub use protocol::{CloseReason, Payload, Serializer, Transport};
 pub use server::{BrokerHandle, Builder, Server};
-pub use socket::{ConnectError, ConnectInfo, Router, SocketHandler};
+pub use socket::{assigns, ConnectError, ConnectInfo, Router, SocketHandler};
 /// Re-exported so an app implements [`Channel`] and [`SocketHandler`] without adding the crate
 /// itself: `#[broker::async_trait]`.
 pub use async_trait::async_trait;

@@ -21,12 +21,38 @@ use crate::pubsub::{Broadcast, PubSub};
 use crate::socket::{AllowAll, Endpoint, Router, SocketHandler};
 use crate::transport::ServerState;
 
-/// Builds a server: configuration, channel routes and the socket handler.
+/// Builds a server: configuration, channel routes and the socket handler (Phoenix's
+/// `Endpoint` with `socket "/socket", UserSocket` and the `UserSocket`'s `channel` routes), and
+/// optionally the app's own HTTP routes on the same port ([`Builder::http_service`]).
+///
+/// ```no_run
+/// use broker::{async_trait, Builder, Channel, ChannelContext, Config, Join, Payload, Reply, Router};
+///
+/// struct Room;
+/// #[async_trait]
+/// impl Channel for Room {
+///     async fn join(&mut self, _t: &str, _p: Payload, _ctx: &mut ChannelContext) -> Join { Join::ok() }
+///     async fn handle_in(&mut self, _e: &str, _p: Payload, _ctx: &mut ChannelContext) -> Reply { Reply::NoReply }
+/// }
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let mut config = Config::default();
+/// config.listen = "127.0.0.1:4000".into();
+/// let builder = Builder::new(config).router(Router::new().channel("room:*", |_topic| Room));
+/// let endpoint = builder.handle(); // Endpoint.broadcast from anywhere, once bound
+/// let server = builder.bind().await?;
+/// println!("listening on {}", server.local_addr());
+/// endpoint.broadcast_json("room:lobby", "hello", &serde_json::json!({})).await.ok();
+/// server.run_until(std::future::pending()).await;
+/// # Ok(()) }
+/// ```
 pub struct Builder {
     config: Config,
     router: Router,
     handler: Arc<dyn SocketHandler>,
     presence_fetch: Option<Fetch>,
+    /// The app's own HTTP routes ([`Builder::http_service`]).
+    app: Option<crate::mount::AppService>,
     /// Filled at `bind`: handles given out before it (to channel factories, to the app's own
     /// HTTP handlers) start working then.
     handle: BrokerHandle,
@@ -34,7 +60,7 @@ pub struct Builder {
 
 impl Builder {
     pub fn new(config: Config) -> Builder {
-        Builder { config, router: Router::new(), handler: Arc::new(AllowAll), presence_fetch: None, handle: BrokerHandle::unbound() }
+        Builder { config, router: Router::new(), handler: Arc::new(AllowAll), presence_fetch: None, app: None, handle: BrokerHandle::unbound() }
     }
 
     /// Phoenix's `Endpoint` for broadcasting from outside any channel, available before
@@ -50,6 +76,14 @@ impl Builder {
     /// `topic` in `list`, `presence_state` and both sides of every `presence_diff`.
     pub fn presence_fetch(mut self, fetch: impl Fn(&str, &str, &mut serde_json::Map<String, Value>) + Send + Sync + 'static) -> Builder {
         self.presence_fetch = Some(Arc::new(fetch));
+        self
+    }
+
+    /// Mounts the app's own HTTP service on the same port (see [`crate::mount`]): every request
+    /// outside the broker's own paths ([`crate::mount::is_broker_path`]) goes to it, so the app
+    /// serves its pages, its HTTP endpoints and its sockets together. It replaces the demo page.
+    pub fn http_service(mut self, app: crate::mount::AppService) -> Builder {
+        self.app = Some(app);
         self
     }
 
@@ -153,7 +187,7 @@ impl Builder {
             presence: state.endpoint.env.presence.clone(),
             max_frame: state.endpoint.env.limits.max_outbound_frame,
         });
-        Ok(Server { listener, admin, state, handle: self.handle })
+        Ok(Server { listener, admin, state, handle: self.handle, app: self.app })
     }
 }
 
@@ -164,6 +198,7 @@ pub struct Server {
     /// `admin_listen`: `/metrics` and `/health` only.
     admin: Option<TcpListener>,
     state: Arc<ServerState>,
+    app: Option<crate::mount::AppService>,
 }
 
 /// Phoenix's `Endpoint`: broadcast from outside any channel. Cheap to clone; from
@@ -244,7 +279,7 @@ impl Server {
     /// LongPoll sessions stop, and the call returns once connections are gone (or after
     /// `shutdown_grace_ms`).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        let Server { listener, admin, state, .. } = self;
+        let Server { listener, admin, state, app, .. } = self;
         let admin_task = admin.map(|l| tokio::spawn(serve_admin(l, state.clone())));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
@@ -253,7 +288,7 @@ impl Server {
                 r = listener.accept() => match r {
                     Ok((tcp, peer)) => {
                         backoff = Duration::from_millis(5);
-                        tokio::spawn(serve_connection(state.clone(), tcp, peer));
+                        tokio::spawn(serve_connection(state.clone(), tcp, peer, app.clone()));
                     }
                     Err(e) => {
                         METRICS.accept_errors.inc();
@@ -293,25 +328,34 @@ impl Server {
     }
 }
 
-async fn serve_connection(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr) {
+async fn serve_connection(state: Arc<ServerState>, tcp: TcpStream, peer: SocketAddr, app: Option<crate::mount::AppService>) {
     let _ = tcp.set_nodelay(true);
     let header_timeout = Duration::from_millis(state.config.limits.http_header_timeout_ms);
     match state.tls.clone() {
-        None => serve_http(state, TokioIo::new(tcp), peer, header_timeout).await,
+        None => serve_http(state, TokioIo::new(tcp), peer, header_timeout, app).await,
         Some(acceptor) => {
             // The handshake is bounded like the request head it precedes (slowloris).
             let Ok(Ok(tls)) = tokio::time::timeout(header_timeout, acceptor.accept(tcp)).await else { return };
-            serve_http(state, TokioIo::new(tls), peer, header_timeout).await
+            serve_http(state, TokioIo::new(tls), peer, header_timeout, app).await
         }
     }
 }
 
-async fn serve_http<I>(state: Arc<ServerState>, io: I, peer: SocketAddr, header_timeout: Duration)
+async fn serve_http<I>(state: Arc<ServerState>, io: I, peer: SocketAddr, header_timeout: Duration, app: Option<crate::mount::AppService>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc_state = state.clone();
-    let svc = service_fn(move |req| crate::transport::http::handle(svc_state.clone(), req, peer));
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let state = svc_state.clone();
+        let app = app.clone().filter(|_| !crate::mount::is_broker_path(&state.config, req.uri().path()));
+        async move {
+            match app {
+                Some(app) => Ok::<_, std::convert::Infallible>(app(req).await),
+                None => crate::transport::http::handle(state, req, peer).await,
+            }
+        }
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)

@@ -101,6 +101,7 @@ fn env_sets_a_nested_limit() {
     assert_eq!(c.limits.max_frame_size, 2_000_000);
     let mut want = Config::default();
     want.limits.max_frame_size = 2_000_000;
+    want.demo_page = true; // the binary serves the demo page unless told not to
     assert_eq!(c, want);
 }
 
@@ -223,6 +224,7 @@ fn print_config_reads_back_equal_to_the_effective_config() {
     effective.limits.max_channels = 9;
     effective.presence.meta_params = vec!["name".into()];
     effective.presence.diff_window_ms = 0;
+    effective.demo_page = true; // the binary's default (a library's Config::default() has none)
     assert_eq!(printed.redacted(), printed);
     if let Some(AuthConfig::PhoenixToken { secret_key_base, .. }) = &mut printed.auth {
         *secret_key_base = "s".repeat(64);
@@ -233,7 +235,7 @@ fn print_config_reads_back_equal_to_the_effective_config() {
 
     // Without secrets, exactly the effective configuration.
     let (printed, _) = print_config(&["--no-longpoll", "--topics", "room:*,lobby"], &[("BROKER_AUTH_TOKEN", "true")]);
-    let mut effective = Config { longpoll: false, auth_token: true, ..Config::default() };
+    let mut effective = Config { longpoll: false, auth_token: true, demo_page: true, ..Config::default() };
     effective.channels.topics = vec!["room:*".into(), "lobby".into()];
     assert_eq!(printed, effective);
 }

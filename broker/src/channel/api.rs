@@ -63,6 +63,61 @@ pub enum Continue {
 }
 
 /// Channel callbacks (spec §5). One value per join; its fields are the per-join state.
+///
+/// Phoenix's `use Phoenix.Channel`: `join/3` → [`Channel::join`], `handle_in/3` →
+/// [`Channel::handle_in`], `intercept [...]` → [`Channel::intercepts`], `handle_out/3` →
+/// [`Channel::handle_out`], `handle_info/2` → [`Channel::handle_info`] (typed with
+/// [`Info::downcast`]), `terminate/2` → [`Channel::terminate`]; `socket` is the
+/// [`ChannelContext`] (`socket.assigns` → [`ChannelContext::assigns_as`]). Payloads decode
+/// and encode with serde ([`Payload::decode`], [`Payload::encode`]).
+///
+/// ```
+/// use broker::{async_trait, Channel, ChannelContext, Continue, Join, Payload, Reply};
+/// use serde::{Deserialize, Serialize};
+/// use serde_json::json;
+///
+/// #[derive(Deserialize)]
+/// struct User { name: String }            // the socket assigns, set in SocketHandler::connect
+/// #[derive(Deserialize)]
+/// struct NewMsg { body: String }
+/// #[derive(Serialize, Deserialize, Default)]
+/// struct Meta { typing: bool }            // this user's presence meta
+///
+/// struct RoomChannel { name: String }
+///
+/// #[async_trait]
+/// impl Channel for RoomChannel {
+///     fn intercepts(&self) -> Vec<String> { vec!["secret".into()] }
+///
+///     async fn join(&mut self, _topic: &str, _params: Payload, ctx: &mut ChannelContext) -> Join {
+///         match ctx.assigns_as::<User>() {
+///             Ok(user) => { self.name = user.name; Join::ok() }
+///             Err(_) => Join::error(json!({"reason": "unauthorized"})),
+///         }
+///     }
+///
+///     async fn after_join(&mut self, ctx: &mut ChannelContext) -> Continue {
+///         let _ = ctx.track_as(&self.name.clone(), &Meta::default()).await;  // Presence.track
+///         let _ = ctx.push_presence_state().await;
+///         Continue::Continue
+///     }
+///
+///     async fn handle_in(&mut self, event: &str, payload: Payload, ctx: &mut ChannelContext) -> Reply {
+///         match (event, payload.decode::<NewMsg>()) {
+///             ("new_msg", Ok(msg)) => {
+///                 let _ = ctx.broadcast("new_msg", Payload::encode(&json!({"user": self.name, "body": msg.body}))).await;
+///                 Reply::ok()
+///             }
+///             _ => Reply::error(json!({"reason": "bad message"})),
+///         }
+///     }
+///
+///     async fn handle_out(&mut self, event: &str, payload: &Payload, ctx: &mut ChannelContext) -> Continue {
+///         if self.name == "admin" { let _ = ctx.push(event, payload.clone()); }   // only admins see it
+///         Continue::Continue
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Channel: Send + 'static {
     /// Events this channel intercepts: broadcasts of these go through [`Channel::handle_out`]

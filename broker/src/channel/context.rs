@@ -181,6 +181,9 @@ pub struct ChannelContext {
     pub(super) extra_subscriptions: Vec<Arc<str>>,
     /// Whether this channel ever tracked a presence (then its exit untracks them).
     pub(super) tracked: bool,
+    /// Presence key → the `phx_ref` of this channel's current meta under it (what
+    /// [`ChannelContext::update_presence_with`] reads back).
+    pub(super) presence_refs: Vec<(String, String)>,
     /// The [`crate::pubsub::Ticket`] target of this channel's last broadcast on its own shard
     /// (0: none in flight). While the shard has not processed it, this channel's own frames go
     /// through the shard (behind the broadcast) instead of straight to the outbox, so the
@@ -346,17 +349,37 @@ impl ChannelContext {
     /// `Presence.track(socket, key, meta)` for this channel.
     pub async fn track(&mut self, key: &str, meta: Map<String, Value>) -> Result<String, PresenceError> {
         self.tracked = true;
-        self.presence().track(&self.topic, self.sub_id, key, meta).await
+        let r = self.presence().track(&self.topic, self.sub_id, key, meta).await;
+        self.remember_ref(key, &r);
+        r
     }
 
     /// `Presence.update(socket, key, meta)` for this channel.
-    pub async fn update_presence(&self, key: &str, meta: Map<String, Value>) -> Result<String, PresenceError> {
-        self.presence().update(&self.topic, self.sub_id, key, meta).await
+    pub async fn update_presence(&mut self, key: &str, meta: Map<String, Value>) -> Result<String, PresenceError> {
+        let r = self.presence().update(&self.topic, self.sub_id, key, meta).await;
+        self.remember_ref(key, &r);
+        r
     }
 
     /// `Presence.untrack(socket, key)` for this channel.
-    pub async fn untrack(&self, key: &str) {
+    pub async fn untrack(&mut self, key: &str) {
+        self.presence_refs.retain(|(k, _)| k != key);
         self.presence().untrack(&self.topic, self.sub_id, key).await
+    }
+
+    fn remember_ref(&mut self, key: &str, r: &Result<String, PresenceError>) {
+        if let Ok(phx_ref) = r {
+            match self.presence_refs.iter_mut().find(|(k, _)| k == key) {
+                Some((_, old)) => *old = phx_ref.clone(),
+                None => self.presence_refs.push((key.to_owned(), phx_ref.clone())),
+            }
+        }
+    }
+
+    /// The `phx_ref` of this channel's current meta under `key` (tracked through this
+    /// context), if any.
+    pub fn presence_ref(&self, key: &str) -> Option<&str> {
+        self.presence_refs.iter().find(|(k, _)| k == key).map(|(_, r)| r.as_str())
     }
 
     /// Pushes `presence_state` (the current list of this topic) to this client.

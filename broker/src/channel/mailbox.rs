@@ -41,3 +41,48 @@ pub enum Info {
     Broadcast(Arc<Broadcast>),
 }
 
+impl Info {
+    /// The message as the app's type `T` (what was sent with `send_info` / `send_after` /
+    /// [`crate::channel::InfoSender::send`]), or the message back when it is something else:
+    ///
+    /// ```
+    /// # use broker::{ChannelContext, Continue, Info};
+    /// enum Tick { Second, Minute }
+    /// fn handle_info(msg: Info, _ctx: &mut ChannelContext) -> Continue {
+    ///     match msg.downcast::<Tick>() {
+    ///         Ok(Tick::Second) => { /* … */ }
+    ///         Ok(Tick::Minute) => { /* … */ }
+    ///         Err(_other) => {}
+    ///     }
+    ///     Continue::Continue
+    /// }
+    /// ```
+    pub fn downcast<T: Any>(self) -> Result<T, Info> {
+        match self {
+            Info::Message(m) => m.downcast::<T>().map(|b| *b).map_err(Info::Message),
+            other => Err(other),
+        }
+    }
+
+    /// A reference to the message as `T`, if it is one.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        match self {
+            Info::Message(m) => m.downcast_ref::<T>(),
+            Info::Broadcast(_) => None,
+        }
+    }
+
+    /// Is this message a `T`?
+    pub fn is<T: Any>(&self) -> bool {
+        self.downcast_ref::<T>().is_some()
+    }
+
+    /// A broadcast on an extra subscribed topic: `(topic, event, payload)`.
+    pub fn as_broadcast(&self) -> Option<(&str, &str, &Payload)> {
+        match self {
+            Info::Broadcast(b) => Some((&b.topic, &b.event, &b.payload)),
+            Info::Message(_) => None,
+        }
+    }
+}
+

@@ -17,6 +17,7 @@ pub mod context;
 pub mod mailbox;
 pub mod server;
 pub mod stop;
+pub mod typed;
 
 pub use api::{Channel, Continue, Join, Reply};
 pub use context::{broadcast_frame_bound, ChannelContext, ChannelEnv, InfoSender, NewSocketInfo, PushFailed, SocketCtl, SocketInfo, SocketRef};

@@ -89,6 +89,7 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
         self_tx,
         extra_subscriptions: Vec::new(),
         tracked: false,
+        presence_refs: Vec::new(),
         pending_broadcast: std::sync::atomic::AtomicU64::new(0),
     };
     let mut guard = OwnerGuard { socket: socket.clone(), topic: topic.clone(), sub_id, armed: true };

@@ -46,10 +46,12 @@ impl Config {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let table = match file {
+        let mut table = match file {
             Some((name, text)) => toml::from_str::<toml::Table>(text).map_err(|e| format!("{name}: {e}"))?,
             None => toml::Table::new(),
         };
+        // The binary's default; a library `Config::default()` serves no demo page.
+        table.entry("demo_page").or_insert(toml::Value::Boolean(true));
         let mut vars: Vec<EnvSetting> = Vec::new();
         for (var, raw) in env {
             if !var.starts_with(ENV_PREFIX) || flag_env.contains(&var.as_str()) || ENV_NOT_CONFIG.contains(&var.as_str()) {
@@ -264,6 +266,7 @@ mod tests {
         want.auth_token = true;
         want.presence.topics = vec!["room:*".into(), "lobby".into()];
         want.node_name = "7".into();
+        want.demo_page = true; // the binary's default (Config::load), not a library's
         want.webhooks.secret = Some("1234".into());
         want.channels.policies = vec![TopicPolicy { topics: vec!["private:*".into()], events: EventMode::Deny, ..Default::default() }];
         assert_eq!(c, want);

@@ -41,6 +41,7 @@ use tokio::time::Instant;
 use tracker::{Diff, Meta, OwnerId, ReplicaRef, State};
 
 pub mod replication;
+pub mod typed;
 pub mod view;
 
 pub use replication::{Replication, ReplicationBus, ReplicationOptions};
@@ -68,6 +69,8 @@ pub enum PresenceError {
     MetaTooLarge,
     /// The topic's presence state would pass `presence_max_state_bytes`.
     StateFull,
+    /// A typed meta that is not a JSON object ([`typed::meta_map`]).
+    BadMeta,
 }
 
 impl std::fmt::Display for PresenceError {
@@ -112,6 +115,7 @@ impl PresenceError {
             PresenceError::KeyTooLarge => "presence key too large",
             PresenceError::MetaTooLarge => "presence meta too large",
             PresenceError::StateFull => "presence state of this topic is full",
+            PresenceError::BadMeta => "presence meta must be an object",
         }
     }
 }
@@ -150,7 +154,22 @@ enum Cmd {
 /// Gossip period (Phoenix's `broadcast_period`).
 const BROADCAST_PERIOD: Duration = Duration::from_millis(1500);
 
-/// The presence service. Cheap to clone.
+/// The presence service (Phoenix's `MyApp.Presence`). Cheap to clone. Inside a channel use the
+/// [`crate::ChannelContext`] helpers (`track`/`track_as`, `update_presence_with` for
+/// `Presence.update(socket, key, fn)`, `push_presence_state`); from anywhere,
+/// `list`/[`Presence::list_as`] (typed metas):
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+/// struct Meta { typing: bool }
+/// let presence = broker::Presence::start(broker::pubsub::PubSub::start(1), 1, 0);
+/// let meta = broker::presence::typed::meta_map(&Meta { typing: true }).unwrap();
+/// presence.track("room:1", 1, "alice", meta).await.unwrap();
+/// let list = presence.list_as::<Meta>("room:1").await.unwrap();
+/// assert_eq!(list["alice"], vec![Meta { typing: true }]);
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct Presence {
     shards: Arc<[mpsc::Sender<Cmd>]>,

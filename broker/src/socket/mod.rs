@@ -26,7 +26,7 @@ use crate::protocol::{encode_message, Message, Payload, Ref, Serializer, TopicFi
 use crate::pubsub::{next_sub_id, Broadcast, SubId, SubKind};
 use crate::rate::TokenBucket;
 
-pub use handler::{AllowAll, ConnectError, ConnectInfo, SocketHandler};
+pub use handler::{assigns, AllowAll, ConnectError, ConnectInfo, SocketHandler};
 pub use crate::protocol::TopicPattern;
 pub use router::Router;
 

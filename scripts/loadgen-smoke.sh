@@ -3,6 +3,7 @@
 # scenario. No timing assertions; fails if any delivery is lost/duplicated, a connection
 # fails, presence does not converge, a push goes unanswered, or a scenario errors (loadgen
 # exits non-zero then); if `loadgen compare` misses a regression injected into a real report;
+# if a two-step `loadgen ceiling` search does not write its document, Markdown and step reports;
 # or if anything takes longer than its time limit (every broker and loadgen process runs under
 # `timeout`: a hang fails the smoke instead of hanging it).
 #
@@ -15,8 +16,11 @@ cd "$(dirname "$0")/.."
 PROFILE="${PROFILE:-debug}"
 RUN_LIMIT="${SMOKE_TIMEOUT:-180}"
 # the broker lives for the whole smoke: bounded by the sum of the runs' limits
-BROKER_LIMIT=$((RUN_LIMIT * 8 + 60))
-if [[ "$PROFILE" == release ]]; then
+BROKER_LIMIT=$((RUN_LIMIT * 10 + 60))
+# SKIP_BUILD=1: use the binaries already in the target directory
+if [[ -n "${SKIP_BUILD:-}" ]]; then
+  :
+elif [[ "$PROFILE" == release ]]; then
   cargo build --release -p broker && cargo build --release -p loadgen
 else
   cargo build -p broker && cargo build -p loadgen
@@ -76,6 +80,21 @@ run chat     chat --rooms 20 -k 5 --post-interval-ms 500 --duration 3
 run presence presence --rooms 2 -k 30 --observers 5 --churn-rate 10 --duration 3
 run connect  connect -n 300 --joins-per-conn 2 --topics 10 --connect-rate 1000 --duration 1
 
+# a two-step ceiling search (fanout, 200 subscribers, 20 then 40 broadcasts/s): it must write its
+# document and Markdown, each step's report, and find a ceiling (exit 0)
+ceiling_search() {
+  "${LG[@]}" ceiling --scenario fanout --start 20 --max 40 --max-steps 2 --pause 0 --step-timeout "$RUN_LIMIT" \
+    --out-dir "$TMP/ceiling" --label smoke -- -n 200 --duration 1 --drain 2 --url "$URL" --server-pid "$BROKER_PID" --quiet >/dev/null || return 1
+  jq -e '.kind == "ceiling" and (.steps | length) == 2 and .ceiling.value >= 20 and (.statement | test("deliveries/s to 200 subscribers"))' \
+    "$TMP/ceiling/smoke.json" >/dev/null || { jq . "$TMP/ceiling/smoke.json"; echo "bad ceiling document"; return 1; }
+  [[ -f "$TMP/ceiling/smoke.md" && -f "$TMP/ceiling/smoke-step1.json" && -f "$TMP/ceiling/smoke-step2.json" ]] || { echo "missing ceiling files"; return 1; }
+  # every report carries the loadgen's CPU in the measured phase
+  jq -e '.metrics.loadgen_measure_cpu_s.value != null and (.per_process[0].measure_cpu_us | type) == "number"' "$TMP/ceiling/smoke-step1.json" >/dev/null \
+    || { echo "no loadgen_measure_cpu_s"; return 1; }
+}
+echo "== smoke: ceiling"
+check ceiling ceiling_search
+
 # compare must flag a regression: the fanout report against a copy with a worse delivery p99
 # and losses injected (exit 1), and not the other way round (exit 0)
 compare_flags_regression() {
@@ -92,7 +111,7 @@ compare_flags_regression() {
 echo "== smoke: compare"
 check compare compare_flags_regression
 
-# every report matches bench-results/schema.json (when python3 has jsonschema)
+# every report (and the ceiling document) matches bench-results/schema.json (when python3 has jsonschema)
 if python3 -c 'import jsonschema' 2>/dev/null; then
   echo "== smoke: schema"
   check schema timeout 60 python3 - "$TMP" <<'PY'
@@ -101,6 +120,9 @@ schema = json.load(open("bench-results/schema.json"))
 files = [f for f in sorted(glob.glob(sys.argv[1] + "/*.json")) if not f.endswith("-worse.json")]
 assert len(files) == 5, files
 for f in files:
+    jsonschema.validate(json.load(open(f)), schema)
+# the ceiling document and its steps' reports too
+for f in sorted(glob.glob(sys.argv[1] + "/ceiling/*.json")):
     jsonschema.validate(json.load(open(f)), schema)
 PY
 fi

@@ -2,6 +2,7 @@
 //! `summarize`. The flags every scenario shares are in `crate::flags`; each scenario's own
 //! flags are in its module. Every flag states its unit.
 
+pub use crate::ceiling::CeilingArgs;
 use crate::scenario::{registry, Scenario};
 use clap::{ArgMatches, Args, Command, FromArgMatches, Parser, Subcommand};
 
@@ -21,9 +22,12 @@ pub enum Cmd {
     Compare(CompareArgs),
     /// Summarize repeated runs: median, min, max and spread of every metric, per label.
     Summarize(SummarizeArgs),
+    /// Search the highest load sustained at an SLO (runs of a scenario).
+    Ceiling(Box<CeilingArgs>),
 }
 
 const COMPARE_ABOUT: &str = "Compare two JSON reports; exit 1 if a metric regressed by more than --max-regression";
+const CEILING_ABOUT: &str = "Search the highest load a server sustains at an SLO: runs fanout (varying --rate) or connect (--connect-rate or --connections) step by step, then reports the ceiling, the knee and what ran out first";
 const SUMMARIZE_ABOUT: &str = "Summarize repeated runs: median, min, max and spread of every metric, per label";
 
 // By hand what `#[derive(Subcommand)]` generates, with the scenario variants from the registry.
@@ -38,6 +42,7 @@ impl FromArgMatches for Cmd {
         match name.as_str() {
             "compare" => Ok(Cmd::Compare(CompareArgs::from_arg_matches_mut(&mut sub)?)),
             "summarize" => Ok(Cmd::Summarize(SummarizeArgs::from_arg_matches_mut(&mut sub)?)),
+            "ceiling" => Ok(Cmd::Ceiling(Box::new(CeilingArgs::from_arg_matches_mut(&mut sub)?))),
             other => match registry::find(other) {
                 Some(e) => Ok(Cmd::Run((e.parse)(&mut sub)?)),
                 None => Err(clap::Error::raw(
@@ -60,12 +65,13 @@ impl Subcommand for Cmd {
         }
         cmd.subcommand(CompareArgs::augment_args(Command::new("compare")).about(COMPARE_ABOUT).long_about(None))
             .subcommand(SummarizeArgs::augment_args(Command::new("summarize")).about(SUMMARIZE_ABOUT).long_about(None))
+            .subcommand(CeilingArgs::augment_args(Command::new("ceiling")).about(CEILING_ABOUT).long_about(None))
     }
     fn augment_subcommands_for_update(cmd: Command) -> Command {
         Self::augment_subcommands(cmd)
     }
     fn has_subcommand(name: &str) -> bool {
-        name == "compare" || name == "summarize" || registry::find(name).is_some()
+        name == "compare" || name == "summarize" || name == "ceiling" || registry::find(name).is_some()
     }
 }
 
@@ -118,6 +124,12 @@ mod tests {
         }
         let c = Cli::try_parse_from(["loadgen", "compare", "a.json", "b.json", "--ignore", "_max_ms"]).unwrap();
         assert!(matches!(c.cmd, Cmd::Compare(a) if a.base == "a.json" && a.ignore == ["_max_ms"]));
+        let c = Cli::try_parse_from([
+            "loadgen", "ceiling", "--scenario", "fanout", "--start", "2", "--max", "64", "--out-dir", "/tmp/x", "--", "-n", "19000", "--procs", "2",
+        ])
+        .unwrap();
+        assert!(matches!(c.cmd, Cmd::Ceiling(a) if a.scenario == "fanout" && a.scenario_args == ["-n", "19000", "--procs", "2"] && a.slo_p99_ms == 500.0));
+        assert!(Cli::try_parse_from(["loadgen", "ceiling", "--scenario", "chat", "--start", "1", "--max", "2", "--out-dir", "x"]).is_err());
         assert!(Cli::try_parse_from(["loadgen", "bogus"]).is_err());
         assert!(Cli::try_parse_from(["loadgen"]).is_err());
     }

@@ -75,6 +75,14 @@ fn sample_server(pid: Option<u32>) -> Option<sysinfo::ProcSample> {
     pid.and_then(|p| sysinfo::sample(&p.to_string()))
 }
 
+/// At ready: the server's open descriptors and their limit.
+fn sample_server_fds(pid: Option<u32>, server: &mut ServerSamples) {
+    if let Some(p) = pid {
+        server.fds_ready = sysinfo::fd_count(&p.to_string());
+        server.fd_limit = sysinfo::fd_limit(&p.to_string());
+    }
+}
+
 async fn coordinate(sc: &dyn Scenario) -> Result<i32, RunError> {
     let common = sc.common().clone();
     let env = sysinfo::environment();
@@ -89,6 +97,7 @@ async fn coordinate(sc: &dyn Scenario) -> Result<i32, RunError> {
         );
     }
     let mut server = ServerSamples { start: sample_server(common.server_pid), ..Default::default() };
+    server.machine[0] = sysinfo::machine_cpu();
     let t0 = now_unix_us() + if procs > 1 { 1_000_000 } else { 100_000 };
     let show = Show { quiet: common.quiet, since: Instant::now(), total };
 
@@ -141,8 +150,11 @@ async fn run_in_process(
     }
     show.progress("ready", &ctx.prog);
     server.ready = sample_server(common.server_pid);
+    server.machine[1] = sysinfo::machine_cpu();
+    sample_server_fds(common.server_pid, server);
     let go = now_unix_us() + 100_000;
     server.go = sample_server(common.server_pid);
+    server.machine[2] = sysinfo::machine_cpu();
     let _ = go_tx.send(go);
     loop {
         tokio::select! {
@@ -151,6 +163,7 @@ async fn run_in_process(
         }
     }
     server.end = sample_server(common.server_pid);
+    server.machine[3] = sysinfo::machine_cpu();
     (&mut worker).await.map_err(RunError::WorkerFailed)
 }
 
@@ -181,7 +194,10 @@ async fn run_children(common: &Common, procs: u32, t0: u64, show: &Show, server:
                     FromWorker::Ready => ready[i] = true,
                     FromWorker::Drained => {
                         drained[i] = true;
-                        if drained.iter().all(|d| *d) { server.end = sample_server(common.server_pid); }
+                        if drained.iter().all(|d| *d) {
+                            server.end = sample_server(common.server_pid);
+                            server.machine[3] = sysinfo::machine_cpu();
+                        }
                     }
                     FromWorker::Result(r) => results[i] = Some(*r),
                     FromWorker::BadResult(source) => return Err(RunError::BadResult { worker: i, source }),
@@ -193,8 +209,11 @@ async fn run_children(common: &Common, procs: u32, t0: u64, show: &Show, server:
                 }
                 if !go_sent && ready.iter().all(|r| *r) {
                     server.ready = sample_server(common.server_pid);
+                    server.machine[1] = sysinfo::machine_cpu();
+                    sample_server_fds(common.server_pid, server);
                     let go = now_unix_us() + 200_000;
                     server.go = sample_server(common.server_pid);
+                    server.machine[2] = sysinfo::machine_cpu();
                     children.go(go).await;
                     go_sent = true;
                     phase = "measure";
@@ -210,6 +229,7 @@ async fn run_children(common: &Common, procs: u32, t0: u64, show: &Show, server:
     }
     if server.end.is_none() {
         server.end = sample_server(common.server_pid);
+        server.machine[3] = sysinfo::machine_cpu();
     }
     Ok(merged)
 }

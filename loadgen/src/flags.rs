@@ -9,7 +9,8 @@ use std::net::Ipv4Addr;
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct Common {
     /// WebSocket endpoint: the socket path plus "/websocket". "vsn=2.0.0" and the connect
-    /// params are appended as the query string.
+    /// params are appended as the query string. Several, comma-separated (the nodes of one
+    /// cluster): connection i opens on the (i mod count)-th.
     #[arg(long, default_value = "ws://127.0.0.1:4000/socket/websocket")]
     pub url: String,
     /// Connect param KEY=VALUE added to every connection's query string (repeatable).

@@ -12,8 +12,12 @@
 //! - [`report`]: the JSON report (common part; a scenario adds its own);
 //! - [`scenario`]: the `Scenario` trait, the scenarios and their registry;
 //! - [`coord`]: runs any scenario (in process or as worker processes) and writes its report;
+//! - [`ceiling`]: `loadgen ceiling`, a search for the highest load at an SLO over runs of a
+//!   scenario (child processes; each step's report kept); its search logic is pure
+//!   (`ceiling::search`);
 //! - [`cli`]: the command line, whose scenario subcommands come from the registry.
 
+pub mod ceiling;
 pub mod cli;
 pub mod compare;
 pub mod coord;

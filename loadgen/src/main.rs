@@ -11,6 +11,7 @@ fn main() {
     let scenario = match cli.cmd {
         Cmd::Compare(a) => std::process::exit(run_compare(&a)),
         Cmd::Summarize(a) => std::process::exit(run_summarize(&a)),
+        Cmd::Ceiling(a) => std::process::exit(loadgen::ceiling::run(&a)),
         Cmd::Run(sc) => sc,
     };
     let common = scenario.common().clone();

@@ -17,6 +17,28 @@ pub struct ServerSamples {
     pub go: Option<ProcSample>,
     /// end of measurement + drain
     pub end: Option<ProcSample>,
+    /// open file descriptors when all connections are established (ready)
+    pub fds_ready: Option<u64>,
+    /// the server's RLIMIT_NOFILE soft limit (from /proc/PID/limits)
+    pub fd_limit: Option<u64>,
+    /// the whole machine's CPU (/proc/stat) at start, ready, go and end: other processes
+    /// compete for the same CPUs
+    pub machine: [Option<crate::sysinfo::MachineCpu>; 4],
+}
+
+/// A share of CPU above this (of the cores a process could use) counts as saturated.
+pub const SATURATED_SHARE: f64 = 0.9;
+
+/// CPU use over a window: seconds of CPU / (window × cores), or None without a window.
+pub fn cpu_share(cpu_s: f64, window_s: f64, cores: f64) -> Option<f64> {
+    (window_s > 0.0 && cores > 0.0).then(|| cpu_s / (window_s * cores))
+}
+
+/// Cores the loadgen processes can use: min(CPUs, processes × tokio worker threads), where
+/// worker threads default to the CPU count.
+pub fn loadgen_cores(cpus: u64, procs: u64, threads: Option<u64>) -> f64 {
+    let cpus = cpus.max(1);
+    (procs.max(1) * threads.unwrap_or(cpus).max(1)).min(cpus) as f64
 }
 
 /// The `metrics` object of a report: name → {value, unit, better}.
@@ -80,6 +102,23 @@ pub struct Summary {
     pub server_cpu_per: Option<(&'static str, u64)>,
 }
 
+/// `server_{phase}_cpu_share` and `host_{phase}_cpu_share` (server + loadgen CPU over the
+/// machine's CPUs: they share it), and a warning when the host is saturated.
+fn host_share(m: &mut Metrics, warnings: &mut Vec<String>, cpus: u64, phase: &str, server_cpu_s: f64, lg_cpu_s: f64, window: f64) {
+    if let Some(share) = cpu_share(server_cpu_s, window, cpus as f64) {
+        m.put(&format!("server_{phase}_cpu_share"), share, "fraction", "info");
+    }
+    if let Some(share) = cpu_share(server_cpu_s + lg_cpu_s, window, cpus as f64) {
+        m.put(&format!("host_{phase}_cpu_share"), share, "fraction", "info");
+        if share > SATURATED_SHARE && window >= 0.5 {
+            warnings.push(format!(
+                "host CPU saturated in the {phase} phase: server {server_cpu_s:.2} s + loadgen {lg_cpu_s:.2} s of CPU in {window:.2} s = {:.0}% of {cpus} CPUs (they share the machine)",
+                share * 100.0
+            ));
+        }
+    }
+}
+
 /// Build the report: the common metrics (connections, ramp, loadgen and server health), the
 /// scenario's part from `scenario_part`, histograms, timeline. Problems make the run not ok.
 pub fn build(run: RunInfo<'_>, r: &WorkerResult, scenario_part: impl FnOnce(&WorkerResult, &mut Summary)) -> Built {
@@ -98,6 +137,8 @@ pub fn build(run: RunInfo<'_>, r: &WorkerResult, scenario_part: impl FnOnce(&Wor
     s.metrics.put("time_to_all_connected_s", ramp_done.saturating_sub(t0_unix) as f64 / 1e6, "s", "lower");
     s.metrics.lat("connect", r.hists.get("connect"), Q_SHORT);
     s.metrics.lat("join", r.hists.get("join"), Q_SHORT);
+    // from the intended start to the join reply (the connect scenario's SLO latency)
+    s.metrics.lat("connect_and_join", r.hists.get("connect_and_join"), Q_SHORT);
     let go = r.marks.get("go_unix_us").copied().unwrap_or(0);
     let drained = r.marks.get("drained_unix_us").copied().unwrap_or(0);
     s.measured_s = if go > 0 && drained > go { ((drained - go) as f64 / 1e6).max(duration_s) } else { duration_s };
@@ -120,11 +161,50 @@ pub fn build(run: RunInfo<'_>, r: &WorkerResult, scenario_part: impl FnOnce(&Wor
     let lg_cpu: u64 = r.procs.iter().map(|p| p.cpu_us).sum();
     let lg_rss: u64 = r.procs.iter().map(|p| p.peak_rss_bytes).sum();
     m.put("loadgen_cpu_s", lg_cpu as f64 / 1e6, "s", "info");
+    // CPU by phase, beside the server's: the ramp (t0 → all connected) and the measured phase
+    // (go → drained), as seconds and as a share of the cores each side could use
+    let cpus = env["cpus"].as_u64().unwrap_or(1).max(1);
+    let procs = params["common"]["procs"].as_u64().unwrap_or(1);
+    let lg_cores = loadgen_cores(cpus, procs, params["common"]["threads"].as_u64());
+    let ramp_s = ramp_done.saturating_sub(t0_unix) as f64 / 1e6;
+    let measure_window_s = if go > 0 && drained > go { (drained - go) as f64 / 1e6 } else { 0.0 };
+    let lg_ramp_cpu_s = r.procs.iter().map(|p| p.ramp_cpu_us).sum::<u64>() as f64 / 1e6;
+    let lg_measure_cpu_s = r.procs.iter().map(|p| p.measure_cpu_us).sum::<u64>() as f64 / 1e6;
+    m.put("loadgen_ramp_cpu_s", lg_ramp_cpu_s, "s", "info");
+    m.put("loadgen_measure_cpu_s", lg_measure_cpu_s, "s", "info");
+    m.put("loadgen_cores", lg_cores, "count", "info");
+    let mut warnings: Vec<String> = vec![];
+    let mut loadgen_saturated = false;
+    for (phase, cpu_s, window) in [("ramp", lg_ramp_cpu_s, ramp_s), ("measure", lg_measure_cpu_s, measure_window_s)] {
+        if let Some(share) = cpu_share(cpu_s, window, lg_cores) {
+            m.put(&format!("loadgen_{phase}_cpu_share"), share, "fraction", "info");
+            if share > SATURATED_SHARE && window >= 0.5 {
+                loadgen_saturated = true;
+                warnings.push(format!(
+                    "loadgen saturated in the {phase} phase: {cpu_s:.2} s CPU in {window:.2} s = {:.0}% of its {lg_cores} core(s); the figures are the load generator's limit, not the server's",
+                    share * 100.0
+                ));
+            }
+        }
+    }
     m.put("loadgen_peak_rss_mb", lg_rss as f64 / 1048576.0, "MB", "info");
     let lg_rss_start: u64 = r.procs.iter().map(|p| p.health_start.rss_bytes).sum();
     if established > 0 {
         let per = lg_rss.saturating_sub(lg_rss_start) as f64 / established as f64;
         m.put("loadgen_rss_per_connection_bytes", per, "bytes", "info");
+    }
+
+    // the whole machine (other processes included) over the same windows
+    for (phase, a, b, window) in [("ramp", server.machine[0], server.machine[1], ramp_s), ("measure", server.machine[2], server.machine[3], measure_window_s)] {
+        if let Some(share) = a.zip(b).and_then(|(a, b)| a.busy_share_until(&b)) {
+            m.put(&format!("machine_{phase}_cpu_share"), share, "fraction", "info");
+            if share > SATURATED_SHARE && window >= 0.5 {
+                warnings.push(format!(
+                    "machine CPU saturated in the {phase} phase: {:.0}% of {cpus} CPUs busy (every process on the machine counted)",
+                    share * 100.0
+                ));
+            }
+        }
     }
 
     // server health
@@ -135,20 +215,33 @@ pub fn build(run: RunInfo<'_>, r: &WorkerResult, scenario_part: impl FnOnce(&Wor
         for (k, v) in [("start", server.start), ("ready", server.ready), ("go", server.go), ("end", server.end)] {
             s.insert(k.into(), json!(v));
         }
+        s.insert("fds_ready".into(), json!(server.fds_ready));
+        s.insert("fd_limit".into(), json!(server.fd_limit));
+        if let Some(n) = server.fds_ready {
+            m.put("server_fds_ready", n as f64, "count", "info");
+        }
+        if let Some(n) = server.fd_limit {
+            m.put("server_fd_limit", n as f64, "count", "info");
+        }
+        // shares of the machine's CPUs (the server may use all of them; so may the loadgen)
         if let (Some(a), Some(b)) = (server.start, server.ready) {
             if established > 0 {
                 let per = b.rss_bytes.saturating_sub(a.rss_bytes) as f64 / established as f64;
                 m.put("server_rss_per_connection_bytes", per, "bytes", "lower");
             }
             m.put("server_rss_ready_mb", b.rss_bytes as f64 / 1048576.0, "MB", "lower");
-            m.put("server_ramp_cpu_s", b.cpu_us.saturating_sub(a.cpu_us) as f64 / 1e6, "s", "lower");
+            let cpu_s = b.cpu_us.saturating_sub(a.cpu_us) as f64 / 1e6;
+            m.put("server_ramp_cpu_s", cpu_s, "s", "lower");
+            host_share(&mut m, &mut warnings, cpus, "ramp", cpu_s, lg_ramp_cpu_s, ramp_s);
         }
         if let (Some(a), Some(b)) = (server.go, server.end) {
             let cpu = b.cpu_us.saturating_sub(a.cpu_us);
             m.put("server_measure_cpu_s", cpu as f64 / 1e6, "s", "info");
+            m.put("server_rss_end_mb", b.rss_bytes as f64 / 1048576.0, "MB", "info");
             if let Some((name, units)) = server_cpu_per.filter(|(_, n)| *n > 0) {
                 m.put(name, cpu as f64 / units as f64, "us", "lower");
             }
+            host_share(&mut m, &mut warnings, cpus, "measure", cpu as f64 / 1e6, lg_measure_cpu_s, measure_window_s);
         }
         server_json = Value::Object(s);
     }
@@ -176,6 +269,8 @@ pub fn build(run: RunInfo<'_>, r: &WorkerResult, scenario_part: impl FnOnce(&Wor
         "environment": env,
         "ok": problems.is_empty(),
         "problems": problems,
+        "warnings": warnings,
+        "loadgen_saturated": loadgen_saturated,
         "metrics": Value::Object(m.0),
         "histograms": Value::Object(hists),
         "counters": r.counters,
@@ -224,6 +319,11 @@ pub fn table(report: &Value) -> String {
     if let Some(ips) = report["connections_per_source_ip"].as_object() {
         let s: Vec<String> = ips.iter().map(|(k, v)| format!("{k}:{v}")).collect();
         out.push_str(&format!("  connections per source ip: {}\n", s.join(" ")));
+    }
+    if let Some(p) = report["warnings"].as_array() {
+        for x in p {
+            out.push_str(&format!("  WARNING: {}\n", x.as_str().unwrap_or("")));
+        }
     }
     if let Some(p) = report["problems"].as_array() {
         for x in p {

@@ -16,6 +16,13 @@ pub struct ProcInfo {
     pub health_end: ProcSample,
     /// loadgen CPU used from ramp start to the end, microseconds
     pub cpu_us: u64,
+    /// loadgen CPU used during the ramp (start → all local connections settled), microseconds
+    #[serde(default)]
+    pub ramp_cpu_us: u64,
+    /// loadgen CPU used during the measured phase (go → drained), microseconds; the same
+    /// window as the server's `server_measure_cpu_s`
+    #[serde(default)]
+    pub measure_cpu_us: u64,
     pub peak_rss_bytes: u64,
 }
 

@@ -33,6 +33,51 @@ pub fn sample(pid: &str) -> Option<ProcSample> {
     Some(ProcSample { cpu_us: (utime + stime) * 1_000_000 / clk_tck(), rss_bytes: rss_kb * 1024 })
 }
 
+/// Open file descriptors of a process (entries of /proc/PID/fd), if readable.
+pub fn fd_count(pid: &str) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// The soft "Max open files" limit of a process (from /proc/PID/limits); None if unlimited or
+/// unreadable.
+pub fn fd_limit(pid: &str) -> Option<u64> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// The whole machine's CPU time from /proc/stat: (busy, total) in clock ticks over all CPUs
+/// (busy = total - idle - iowait). Other processes on the machine count too.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MachineCpu {
+    pub busy_ticks: u64,
+    pub total_ticks: u64,
+}
+
+impl MachineCpu {
+    /// Share of the machine's CPU time that was busy between `self` and a later sample.
+    pub fn busy_share_until(&self, later: &MachineCpu) -> Option<f64> {
+        let total = later.total_ticks.checked_sub(self.total_ticks)?;
+        let busy = later.busy_ticks.checked_sub(self.busy_ticks)?;
+        (total > 0).then(|| busy as f64 / total as f64)
+    }
+}
+
+pub fn parse_proc_stat(stat: &str) -> Option<MachineCpu> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).take(8).filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 5 {
+        return None;
+    }
+    let total: u64 = v.iter().sum();
+    let idle = v[3] + v[4];
+    Some(MachineCpu { busy_ticks: total - idle, total_ticks: total })
+}
+
+pub fn machine_cpu() -> Option<MachineCpu> {
+    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
 pub fn sample_self() -> ProcSample {
     sample("self").unwrap_or_default()
 }
@@ -100,6 +145,8 @@ pub fn environment() -> serde_json::Value {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let (commit, dirty) = git_provenance(std::path::Path::new("."));
+    // the machine's load when the run started (other processes compete for the same CPUs)
+    let loadavg: Vec<f64> = read_trim("/proc/loadavg").split_whitespace().take(3).filter_map(|x| x.parse().ok()).collect();
     serde_json::json!({
         "cpu_model": cpu_model,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -116,6 +163,7 @@ pub fn environment() -> serde_json::Value {
             "fs.file-max": read_trim("/proc/sys/fs/file-max"),
             "fs.nr_open": read_trim("/proc/sys/fs/nr_open"),
         },
+        "loadavg_1_5_15m": loadavg,
         "git_commit": commit,
         "git_dirty": dirty,
         "loadgen_version": env!("CARGO_PKG_VERSION"),
@@ -132,6 +180,21 @@ mod tests {
         assert_eq!(soft, hard);
         let env = super::environment();
         assert!(env["kernel"].as_str().unwrap().len() > 1);
+        assert_eq!(env["loadavg_1_5_15m"].as_array().unwrap().len(), 3);
+        // this process has stdin/out/err at least, and its limit is the one just raised
+        assert!(super::fd_count("self").unwrap() >= 3);
+        assert_eq!(super::fd_limit("self"), Some(soft));
+    }
+
+    #[test]
+    fn machine_cpu_share() {
+        let a = super::parse_proc_stat("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3 4 5\n").unwrap();
+        assert_eq!((a.busy_ticks, a.total_ticks), (150, 1000));
+        let b = super::parse_proc_stat("cpu  400 0 150 1300 150 0 0 0 0 0\n").unwrap();
+        // 400 busy ticks of 1000 elapsed
+        assert_eq!(a.busy_share_until(&b), Some(0.4));
+        assert_eq!(b.busy_share_until(&a), None);
+        assert!(super::machine_cpu().is_some());
     }
 
     /// A scratch git repository with `src.txt` and `bench-results/r.json` committed.

@@ -15,15 +15,16 @@ use tokio_tungstenite::WebSocketStream;
 
 pub type Ws = WebSocketStream<TcpStream>;
 
-async fn open_once(ctx: &Ctx, src: Option<Ipv4Addr>, query: &str) -> Result<Ws, ConnError> {
+async fn open_once(ctx: &Ctx, idx: usize, src: Option<Ipv4Addr>, query: &str) -> Result<Ws, ConnError> {
+    let target = ctx.target(idx);
     let sock = TcpSocket::new_v4().map_err(|e| ConnError::from_io(&e))?;
     if let Some(ip) = src {
         sock.bind(SocketAddr::new(ip.into(), 0)).map_err(|e| ConnError::from_io(&e))?;
     }
     let _ = sock.set_nodelay(true);
-    let stream = sock.connect(ctx.target.addr).await.map_err(|e| ConnError::from_io(&e))?;
+    let stream = sock.connect(target.addr).await.map_err(|e| ConnError::from_io(&e))?;
     let _ = stream.set_nodelay(true);
-    let url = format!("{}?{}{}vsn=2.0.0", ctx.target.url, ctx.base_query, query);
+    let url = format!("{}?{}{}vsn=2.0.0", target.url, ctx.base_query, query);
     let (ws, _resp) = tokio_tungstenite::client_async_with_config(url, stream, Some(ctx.ws_config))
         .await
         .map_err(|e| ConnError::from_ws(&e))?;
@@ -41,7 +42,7 @@ pub async fn establish(ctx: &Ctx, idx: usize, intended: Instant, query: &str) ->
         if *ctx.phase.borrow() == Phase::Close {
             return None;
         }
-        let kind = match tokio::time::timeout(timeout, open_once(ctx, src, query)).await {
+        let kind = match tokio::time::timeout(timeout, open_once(ctx, idx, src, query)).await {
             Ok(Ok(ws)) => {
                 ctx.rec().hist("connect").record(intended.elapsed().as_micros() as u64);
                 let ip = src.map(|s| s.to_string()).unwrap_or_else(|| "default".into());

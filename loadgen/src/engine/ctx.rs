@@ -137,7 +137,9 @@ pub fn uri_component(s: &str) -> String {
 
 pub struct Ctx {
     pub common: Common,
-    pub target: Target,
+    /// Every `--url` (several broker nodes of one cluster); connection `i` opens on
+    /// `targets[i % len]`.
+    pub targets: Vec<Target>,
     pub src_ips: Vec<Ipv4Addr>,
     pub ws_config: WebSocketConfig,
     /// base query (connect params), each "k=v&"
@@ -154,7 +156,13 @@ pub struct Ctx {
 
 impl Ctx {
     pub async fn new(common: Common, t0_unix: u64) -> Result<Arc<Ctx>, SetupError> {
-        let target = resolve_target(&common.url).await?;
+        let mut targets = Vec::new();
+        for url in common.url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            targets.push(resolve_target(url).await?);
+        }
+        if targets.is_empty() {
+            return Err(SetupError::UnsupportedUrl(common.url.clone()));
+        }
         let src_ips = match &common.source_ips {
             Some(s) => parse_source_ips(s)?,
             None => vec![],
@@ -182,7 +190,7 @@ impl Ctx {
         let (phase, _) = watch::channel(Phase::Ramp);
         Ok(Arc::new(Ctx {
             common,
-            target,
+            targets,
             src_ips,
             ws_config,
             base_query,
@@ -199,6 +207,11 @@ impl Ctx {
 
     pub fn rec(&self) -> std::sync::MutexGuard<'_, WorkerResult> {
         self.rec.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The node connection `global_idx` opens on.
+    pub fn target(&self, global_idx: usize) -> &Target {
+        &self.targets[global_idx % self.targets.len()]
     }
 
     pub fn src_ip(&self, global_idx: usize) -> Option<Ipv4Addr> {

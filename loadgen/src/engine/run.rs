@@ -63,6 +63,7 @@ pub async fn run_worker(ctx: Arc<Ctx>, workload: Arc<dyn Workload>, mut ctl: Con
     let go_at = instant_at_unix(go_unix);
     tokio::time::sleep_until(go_at.into()).await;
     ctx.rec().mark_max("go_unix_us", go_unix);
+    let health_go = sysinfo::sample_self();
     let _ = ctx.phase.send(Phase::Go { at: go_at, unix_us: go_unix });
     workload.clone().on_go(&ctx, &mut tasks);
 
@@ -77,6 +78,7 @@ pub async fn run_worker(ctx: Arc<Ctx>, workload: Arc<dyn Workload>, mut ctl: Con
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drained = now_unix_us();
+    let health_drained = sysinfo::sample_self();
     ctx.rec().mark_max("drained_unix_us", drained);
     ctl.drained().await;
     if workload.wants_check() {
@@ -115,6 +117,8 @@ pub async fn run_worker(ctx: Arc<Ctx>, workload: Arc<dyn Workload>, mut ctl: Con
         health_start,
         health_end,
         cpu_us: health_end.cpu_us.saturating_sub(health_start.cpu_us),
+        ramp_cpu_us: rss_ready.cpu_us.saturating_sub(health_start.cpu_us),
+        measure_cpu_us: health_drained.cpu_us.saturating_sub(health_go.cpu_us),
         peak_rss_bytes: rss_ready.rss_bytes.max(health_end.rss_bytes),
     });
     r

@@ -75,6 +75,10 @@ wait "$SAMPLER" 2>/dev/null || true
 read -r rss1 sock1 slab1 cpu_ready t_ready <"$WORK/ready" || { echo "never reached $CONNS joined channels" >&2; exit 1; }
 hz=$(getconf CLK_TCK)
 received=0; published=0; for p in "${ports[@]}"; do received=$((received + $(curl -s "http://127.0.0.1:$p/metrics" | awk '$1=="phx_broker_cluster_received_total" {print $2}'))); done
+# Per node, what the broker itself counted (frames queued to subscribers, frames written, closes).
+for p in "${ports[@]}"; do
+  curl -s "http://127.0.0.1:$p/metrics" | awk -v port="$p" '$1 ~ /^phx_broker_(deliveries_total|messages_out_total|slow_consumers_total|connections|channels|broadcasts_total|budget_closes_total)$/ {printf "%s %s=%s ", port, $1, $2} END {print ""}'
+done >"$OUT/cluster-$CONNS-nodes.txt"
 commit=$(git rev-parse --short HEAD); dirty=$(git status --porcelain -- broker loadgen tracker | grep -q . && echo " (dirty)" || true)
 python3 - "$OUT/cluster-$CONNS.json" "$rss0" "$rss1" "$sock0" "$sock1" "$slab0" "$slab1" "$cpu_ready" "$cpu_end" "$hz" "$NODES" "$PROCS" "$CONNS" "$commit$dirty" "$received" >"$OUT/cluster-$CONNS.md" <<'EOF'
 import json, sys
@@ -97,8 +101,8 @@ rows = [
     ("delivery latency p50 / p99", f"{m.get('delivery_p50_ms', 0):.0f} / {m.get('delivery_p99_ms', 0):.0f} ms"),
     ("broadcasts received from Redis, all nodes", f"{int(received):,} ({int(received) / max(m.get('sent', 1), 1):.1f} per broadcast)"),
     ("brokers' RSS per connection", f"{kb(rss0, rss1) / n:,.0f} B (all {nodes} brokers: {int(rss1) / 1024:,.0f} MB)"),
-    ("kernel TCP socket memory per connection (sockstat, both ends)", f"{(int(sock1) - int(sock0)) * page / n:,.0f} B"),
-    ("kernel Slab growth per connection (both ends)", f"{kb(slab0, slab1) / n:,.0f} B"),
+    ("kernel Slab growth per connection (its two sockets, client and server, are both on this machine)", f"{kb(slab0, slab1) / n:,.0f} B"),
+    ("kernel TCP buffer pages in use when all had joined (sockstat `mem`; idle sockets hold none)", f"{int(sock1):,} pages ({int(sock1) * page / 2**20:,.0f} MB)"),
     ("brokers' CPU from all-joined to the end", f"{(int(cpu_end) - int(cpu_ready)) / int(hz):.1f} s"),
     ("loadgen CPU (all workers, whole run)", f"{m.get('loadgen_cpu_s', 0):.1f} s"),
     ("loadgen RSS per connection", f"{m.get('loadgen_rss_per_connection_bytes', 0):,.0f} B"),

@@ -86,6 +86,9 @@ pub struct Progress {
     pub deliveries: Striped,
     pub duplicated: Striped,
     pub last_delivery_us: Striped,
+    /// Largest delivery latency seen (µs): how long a worker without publishers keeps waiting
+    /// in the drain after its last delivery.
+    pub max_delivery_latency_us: Striped,
     pub sent: AtomicU64,
     /// Pushes answered, or given up on (untracked, or their connection closed): the drain of a
     /// publishing scenario waits until this reaches `sent`.

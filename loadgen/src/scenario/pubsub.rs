@@ -96,6 +96,7 @@ impl PubSub {
         let seen = st.tracks.observe(stamp.p, stamp.s);
         ctx.prog.deliveries.add(1);
         ctx.prog.last_delivery_us.store_max(now);
+        ctx.prog.max_delivery_latency_us.store_max(lat);
         st.rec.add("deliveries", 1);
         match seen {
             Seen::Duplicate => {
@@ -378,9 +379,13 @@ impl Workload for PubSub {
             let unique = ctx.prog.deliveries.get().saturating_sub(ctx.prog.duplicated.get());
             return unique >= ctx.rec().expected_deliveries();
         }
-        // other processes publish too: stop after 1 s without deliveries
+        // Other processes publish too, so this worker cannot know how many deliveries are still
+        // coming: it stops after a quiet spell of twice the largest delivery latency it has
+        // seen (at least 1 s; --drain still bounds it). A fixed 1 s cut off deliveries that
+        // were merely late (200,000 subscribers over 11 nodes: latencies of several seconds).
         let last = ctx.prog.last_delivery_us.get_max();
-        now_unix_us().saturating_sub(last) > 1_000_000
+        let quiet = (2 * ctx.prog.max_delivery_latency_us.get_max()).max(1_000_000);
+        now_unix_us().saturating_sub(last) > quiet
     }
 }
 

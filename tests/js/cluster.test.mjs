@@ -3,8 +3,9 @@
 // node killed with SIGKILL leaves every list in time, a restarted node rejoins without zombies,
 // and traffic resumes after Redis restarts.
 //
-// Redis: every test here starts its own `redis-server` on a free port (so the Redis restart
-// test cannot disturb anything else, and runs never share channels). REDIS_SERVER_BIN names
+// Redis: with REDIS_URL set (e.g. redis://127.0.0.1:6379) the cluster tests use that server,
+// under a channel prefix of their own per run; without it they start a private `redis-server` on
+// a free port. The Redis restart test always starts its own (it kills it). REDIS_SERVER_BIN names
 // the binary (default: `redis-server` on PATH; `.ci/run` installs Debian's `redis-server` if it
 // is missing).
 import { describe, test, before, after, afterEach } from "node:test";
@@ -56,11 +57,20 @@ async function startRedis() {
   };
 }
 
+/** REDIS_URL's server (left running), or a private one. */
+async function sharedOrPrivateRedis() {
+  if (process.env.REDIS_URL) return { url: process.env.REDIS_URL, stop: async () => {} };
+  return startRedis();
+}
+
+/** Channels of this run only (a shared Redis may carry other runs and other clusters). */
+const PREFIX = `test${process.pid}x${Date.now()}`;
+
 /** A broker node of the cluster on `redis`; `listen` fixes the address (for restarts). */
 async function startNode(redis, name, { listen = "127.0.0.1:0", toml = "", defaults = false } = {}) {
   // Short periods keep the suite fast; `defaults` runs the shipped ones (1 s / 3 s).
   const periods = defaults ? "" : "heartbeat_ms = 200\ndown_period_ms = 1000\n";
-  const cfg = configFile(`node_name = "${name}"\n${toml}\n[cluster]\nredis_url = "${redis.url}"\n${periods}`);
+  const cfg = configFile(`node_name = "${name}"\n${toml}\n[cluster]\nredis_url = "${redis.url}"\nchannel_prefix = "${PREFIX}"\n${periods}`);
   return startServer(undefined, ["--config", cfg, "--listen", listen]);
 }
 
@@ -90,7 +100,7 @@ describe("cluster of three nodes over Redis", () => {
   let redis;
   let nodes;
   before(async () => {
-    redis = await startRedis();
+    redis = await sharedOrPrivateRedis();
     nodes = [];
     const toml = `[[channels.policies]]\ntopics = ["from:*"]\nevents = "broadcast_from"\n`;
     for (const n of ["a", "b", "c"]) nodes.push(await startNode(redis, n, { toml }));
@@ -178,7 +188,7 @@ describe("cluster of three nodes over Redis", () => {
   test("HTTP API broadcast and disconnect work cluster-wide", TC, async () => {
     // Nodes with identity and the API: sockets carry ids, the API can close them from any node.
     const api = "test-key-0123456789";
-    const toml = `[auth]\nkind = "phoenix_token"\nsecret_key_base = "${TEST_SECRET_KEY_BASE}"\nsalt = "user socket"\n[api]\nkey = "${api}"\n[cluster]\nchannel_prefix = "api"\n`;
+    const toml = `[auth]\nkind = "phoenix_token"\nsecret_key_base = "${TEST_SECRET_KEY_BASE}"\nsalt = "user socket"\n[api]\nkey = "${api}"\n[cluster]\nchannel_prefix = "${PREFIX}api"\n`;
     const x = await startServer(undefined, ["--config", configFile(`node_name = "x"\n${toml.replace("[cluster]\nchannel_prefix", `[cluster]\nredis_url = "${redis.url}"\nchannel_prefix`)}`)]);
     const y = await startServer(undefined, ["--config", configFile(`node_name = "y"\n${toml.replace("[cluster]\nchannel_prefix", `[cluster]\nredis_url = "${redis.url}"\nchannel_prefix`)}`)]);
     try {
@@ -201,6 +211,22 @@ describe("cluster of three nodes over Redis", () => {
       await x.stop();
       await y.stop();
     }
+  });
+});
+
+describe("Redis unreachable at start", () => {
+  test("the node does not start, and says which Redis and why", TC, async () => {
+    const port = await freePort(); // nothing listens there
+    const cfg = configFile(`[cluster]\nredis_url = "redis://:secret@127.0.0.1:${port}"\n`);
+    const proc = spawn(process.env.BROKER_BIN ?? new URL("../../target/debug/broker", import.meta.url).pathname, ["--config", cfg], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    proc.stdout.on("data", (d) => { out += d; });
+    proc.stderr.on("data", (d) => { out += d; });
+    const [code] = await once(proc, "exit");
+    assert.notEqual(code, 0, "exits with an error");
+    assert.match(out, new RegExp(`cannot reach Redis at redis://<redacted>@127\\.0\\.0\\.1:${port}`), out);
+    assert.ok(!out.includes("secret"), "the password is not printed");
+    assert.ok(!out.includes("listening on"), "never listened");
   });
 });
 

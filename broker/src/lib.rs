@@ -17,7 +17,8 @@
 //! | [`standalone`] | the binary for apps in any language: verified identity (Phoenix.Token, JWT), webhooks, per-topic policies, the relay channel, the HTTP API |
 //! | [`socket`] | a connection's decisions: heartbeat, join, duplicate join, leave, routing; `SocketHandler`, `Router` |
 //! | [`channel`] | the app-facing `Channel` API, `ChannelContext`, the channel server task |
-//! | [`presence`] | presence shards over the [`tracker`] CRDT, snapshots for joiners |
+//! | [`cluster`] | many nodes as one endpoint over Redis: a topic's broadcasts on its own channel (subscribed while the node has subscribers), presence replication messages |
+//! | [`presence`] | presence shards over the [`tracker`] CRDT, snapshots for joiners; replication to other nodes |
 //! | [`pubsub`] | topic → subscribers, sharded by connection; the fan-out |
 //! | [`outbox`] | a connection's bounded queue; the process-wide outbound budget |
 //! | [`protocol`] | pure wire protocol: messages, serializers, frames, WebSocket framing, params, close reasons, topics, origins |
@@ -40,7 +41,10 @@
 //!                   │ broadcast                    │ push / reply
 //!                   ▼                              ▼
 //!    pubsub shards (one task per core) ──frame──► outbox ──► websocket (writer, writev)
-//!                   ▲                                   └──► longpoll GET
+//!          ▲        ▲  │ publish once                    └──► longpoll GET
+//!          │        │  ▼
+//!          │   cluster bus ◄──► Redis (a channel per topic; presence channels) ◄──► other nodes
+//!          │        ▲ replication (deltas, heartbeats, transfers)
 //!    presence shards (tracker CRDT) ── presence_diff
 //! ```
 //!
@@ -65,13 +69,18 @@
 //! task (`handle_out`) instead. A channel does not wait for its broadcast's fan-out: until its
 //! shard has processed it ([`pubsub::Ticket`]), the channel's own replies and pushes are queued
 //! behind it in that shard, so its socket still sees the broadcast first (spec §5.5). A message
-//! larger than any outbox is refused here, at its sender. A multi-node bus plugs in at
-//! `PubSub::broadcast` (publish remotely, dispatch locally).
+//! larger than any outbox is refused here, at its sender. In a cluster, `PubSub::broadcast`
+//! also hands the message to the [`pubsub::Bus`] ([`cluster`]): one `PUBLISH` on the topic's
+//! Redis channel; every other node with subscribers of the topic receives it and dispatches it
+//! with `PubSub::local_broadcast`. A topic's first join on a node subscribes the node to that
+//! channel before the join reply.
 //!
 //! **Presence path.** [`presence::Presence`] shards topics over tasks that own a
 //! [`tracker`] CRDT state each; a track/update/untrack yields a diff that is broadcast as
 //! `presence_diff` through the same publish path (optionally coalesced per topic over a
-//! window). Keys, metas and a topic's whole state are bounded.
+//! window). Keys, metas and a topic's whole state are bounded. In a cluster each shard is a
+//! tracker replica: its deltas go to the other nodes at once
+//! ([`presence::replication`]), and each node emits `presence_diff`s from its own replica.
 //!
 //! **Limits** live in [`config::Limits`], each with its reason. Every queue is bounded:
 //! outboxes (overflow → close 1008, counted), all outboxes together (the outbound budget

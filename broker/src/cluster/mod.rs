@@ -4,7 +4,7 @@
 //! ## Broadcasts
 //! A broadcast is dispatched on its own node at once and published **once** on the Redis
 //! channel of its topic (`{prefix}:b:{topic}`). A node is subscribed to a topic's channel only
-//! while it has local subscribers of that topic ([`Interest`]: a count per topic, the Redis
+//! while it has local subscribers of that topic (`Interest`: a count per topic, the Redis
 //! `SUBSCRIBE` on 0→1 and `UNSUBSCRIBE` on 1→0), so Redis sends each broadcast only to the nodes
 //! that have someone to deliver it to: with N nodes a broadcast costs 1 `PUBLISH` and at most
 //! N deliveries, and a node's subscriptions are bounded by its distinct joined topics (at most

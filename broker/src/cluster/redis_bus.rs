@@ -62,7 +62,7 @@ pub(super) async fn publisher(
 async fn reconnect(client: &redis::Client, rx: &mut mpsc::Receiver<(Vec<u8>, Vec<u8>)>, shown: &str) -> MultiplexedConnection {
     let mut backoff = Duration::from_millis(100);
     loop {
-        while let Ok(_) = rx.try_recv() {
+        while rx.try_recv().is_ok() {
             METRICS.cluster_publish_dropped.inc();
         }
         match tokio::time::timeout(Duration::from_secs(5), client.get_multiplexed_async_connection()).await {

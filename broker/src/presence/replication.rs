@@ -148,7 +148,7 @@ impl Shard {
             let _ = self.state.take_delta();
             return;
         };
-        let (now, timeouts) = (r.now_ms(), r.opts.timeouts.clone());
+        let (now, timeouts) = (r.now_ms(), r.opts.timeouts);
         self.publish_heartbeat(true);
         let diffs = self.state.detect_failures(now, &timeouts);
         self.emit_all(diffs).await;

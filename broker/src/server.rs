@@ -238,6 +238,20 @@ impl BrokerHandle {
         Ok(())
     }
 
+    /// `Endpoint.local_broadcast(topic, event, payload)`: like [`BrokerHandle::broadcast`], but
+    /// only to this node's subscribers (in a cluster, other nodes do not get it).
+    pub async fn local_broadcast(&self, topic: &str, event: &str, payload: Payload) -> Result<(), crate::channel::PushFailed> {
+        let h = self.bound()?;
+        if !payload.is_object_or_binary() {
+            return Err(crate::channel::PushFailed::PayloadNotObject);
+        }
+        if crate::channel::broadcast_frame_bound(topic, event, &payload) > h.max_frame {
+            return Err(crate::channel::PushFailed::TooLarge);
+        }
+        h.pubsub.local_broadcast(Arc::new(Broadcast::new(topic, event, payload)), None, None).await;
+        Ok(())
+    }
+
     /// Closes every socket whose id is `socket_id` (a `"disconnect"` broadcast, spec §2.7).
     pub async fn disconnect(&self, socket_id: &str) -> Result<(), crate::channel::PushFailed> {
         let h = self.bound()?;

@@ -9,8 +9,36 @@ use std::path::PathBuf;
 use broker::config::{CheckOriginSetting, Config};
 use clap::{CommandFactory as _, Parser, ValueEnum};
 
+#[cfg(not(feature = "dhat-heap"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `--features dhat-heap`: every allocation is recorded with its call stack; SIGUSR1 writes
+/// `dhat-heap.json` (what is live at that moment, per call stack, as "t-end") and exits
+/// (`scripts/memory-profile.sh`).
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static GLOBAL: dhat::Alloc = dhat::Alloc;
+
+#[cfg(feature = "dhat-heap")]
+static PROFILER: std::sync::Mutex<Option<dhat::Profiler>> = std::sync::Mutex::new(None);
+
+#[cfg(feature = "dhat-heap")]
+fn start_heap_profile() {
+    *PROFILER.lock().expect("profiler") = Some(dhat::Profiler::new_heap());
+    std::thread::spawn(|| {
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut sig = 0;
+        unsafe {
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::sigwait(&set, &mut sig);
+        }
+        eprintln!("broker: SIGUSR1: writing dhat-heap.json");
+        drop(PROFILER.lock().expect("profiler").take());
+        std::process::exit(0);
+    });
+}
 
 /// A Phoenix Channels + Presence compatible broker.
 ///
@@ -202,6 +230,17 @@ fn init_logging(format: LogFormat) {
 }
 
 fn main() {
+    #[cfg(feature = "dhat-heap")]
+    {
+        // Blocked in every thread (they inherit the mask), taken by the profile thread only.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR1);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        start_heap_profile();
+    }
     let args = Args::parse();
     init_logging(args.log_format);
     let config = match build_config(&args) {

@@ -38,8 +38,11 @@ pub struct SocketInfo {
     /// The pubsub shard holding this socket's subscriptions.
     pub shard: usize,
     /// Unbounded, but bounded in practice: at most one `ChannelExit` per channel (≤
-    /// `max_channels` live) and one `Disconnect` (guarded by `disconnect_sent`).
-    ctl: mpsc::UnboundedSender<SocketCtl>,
+    /// `max_channels` live) and one `Disconnect` (guarded by `disconnect_sent`). A lock and a
+    /// `Notify` (~80 bytes) rather than a tokio channel (~1.3 KB per connection: its shared
+    /// state and a first block of 32 slots).
+    ctl: parking_lot::Mutex<std::collections::VecDeque<SocketCtl>>,
+    ctl_ready: tokio::sync::Notify,
     disconnect_sent: std::sync::atomic::AtomicBool,
 }
 
@@ -64,9 +67,8 @@ pub struct NewSocketInfo {
 }
 
 impl SocketInfo {
-    /// The shared facts, and the receiver of the socket's control messages.
-    pub fn new(n: NewSocketInfo) -> (Arc<SocketInfo>, mpsc::UnboundedReceiver<SocketCtl>) {
-        let (ctl, ctl_rx) = mpsc::unbounded_channel();
+    /// The shared facts; the socket takes its control messages with [`SocketInfo::next_ctl`].
+    pub fn new(n: NewSocketInfo) -> Arc<SocketInfo> {
         let info = SocketInfo {
             conn_id: n.conn_id,
             id: n.id,
@@ -77,16 +79,41 @@ impl SocketInfo {
             env: n.env,
             outbox: n.outbox,
             shard: n.shard,
-            ctl,
+            ctl: Default::default(),
+            ctl_ready: Default::default(),
             disconnect_sent: Default::default(),
         };
-        (Arc::new(info), ctl_rx)
+        Arc::new(info)
+    }
+
+    fn send_ctl(&self, ctl: SocketCtl) {
+        self.ctl.lock().push_back(ctl);
+        self.ctl_ready.notify_one();
+    }
+
+    /// Waits for the next control message (the socket's side: one receiver).
+    pub(crate) async fn next_ctl(&self) -> SocketCtl {
+        loop {
+            // Registered before the check: a message queued in between is not missed (and a
+            // `notify_one` with no one waiting leaves a permit for the next wait).
+            let notified = self.ctl_ready.notified();
+            {
+                let mut q = self.ctl.lock();
+                if let Some(ctl) = q.pop_front() {
+                    if q.is_empty() {
+                        *q = Default::default();
+                    }
+                    return ctl;
+                }
+            }
+            notified.await;
+        }
     }
 
     /// Tells the socket, once, that a `"disconnect"` arrived for its id (spec §2.7).
     pub fn disconnect(&self) {
         if !self.disconnect_sent.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            let _ = self.ctl.send(SocketCtl::Disconnect);
+            self.send_ctl(SocketCtl::Disconnect);
         }
     }
 
@@ -95,7 +122,7 @@ impl SocketInfo {
     }
 
     pub(crate) fn channel_exit(&self, topic: &Arc<str>, sub_id: SubId) {
-        let _ = self.ctl.send(SocketCtl::ChannelExit { topic: topic.clone(), sub_id });
+        self.send_ctl(SocketCtl::ChannelExit { topic: topic.clone(), sub_id });
     }
 
     /// `[null, ref, topic, "phx_reply", {"status":"error","response":{"reason":"unmatched topic"}}]`

@@ -76,7 +76,9 @@ impl Decoder {
     /// Frees the buffers of an idle connection (nothing buffered, no message in progress), so an
     /// idle connection holds no read buffer at all.
     pub fn release_if_idle(&mut self) {
-        if self.buf.is_empty() && self.partial.is_none() && self.buf.capacity() > 0 {
+        // Even with no capacity left, an emptied buffer still shares the allocation its last
+        // frame was split from: replacing it lets that go.
+        if self.buf.is_empty() && self.partial.is_none() {
             self.buf = BytesMut::new();
         }
     }

@@ -59,7 +59,6 @@ pub struct Socket {
     endpoint: Arc<Endpoint>,
     info: Arc<SocketInfo>,
     channels: HashMap<String, Slot>,
-    ctl_rx: mpsc::UnboundedReceiver<SocketCtl>,
     /// Per-connection rates (`Limits::messages_per_s`, `Limits::joins_per_s`).
     messages: TokenBucket,
     joins: TokenBucket,
@@ -81,7 +80,7 @@ impl Socket {
         let id = endpoint.handler.id(&p.assigns);
         let env = endpoint.env.clone();
         let shard = env.pubsub.shard_of(p.conn_id);
-        let (info, ctl_rx) = SocketInfo::new(NewSocketInfo {
+        let info = SocketInfo::new(NewSocketInfo {
             conn_id: p.conn_id,
             id,
             serializer: p.serializer,
@@ -104,7 +103,7 @@ impl Socket {
             env.pubsub.subscribe(shard, id.as_str().into(), transport_sub_id(p.conn_id), SubKind::Plain(deliver), vec![]).await;
         }
         let (messages, joins) = (TokenBucket::full(env.limits.messages_rate()), TokenBucket::full(env.limits.joins_rate()));
-        Socket { endpoint, info, channels: HashMap::new(), ctl_rx, messages, joins }
+        Socket { endpoint, info, channels: HashMap::new(), messages, joins }
     }
 
     pub fn info(&self) -> &Arc<SocketInfo> {
@@ -117,7 +116,7 @@ impl Socket {
 
     /// Waits for the next control message.
     pub async fn next_ctl(&mut self) -> Option<SocketCtl> {
-        self.ctl_rx.recv().await
+        Some(self.info.next_ctl().await)
     }
 
     /// Applies a control message; returns true if the socket must close (disconnect).

@@ -25,12 +25,9 @@ WORK=$(mktemp -d)
 PIDS=()
 stop_all() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]:-}"; do wait "$p" 2>/dev/null || true; done; PIDS=(); }
 trap 'stop_all; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/cluster-lib.sh
 
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!
-for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis "$WORK/redis.log"
 
 run() { # nodes run
   local n=$1 r=$2 urls=() ports=()
@@ -41,7 +38,7 @@ run() { # nodes run
     "$BROKER_BIN" --listen "127.0.0.1:$p" "${cluster[@]}" --no-demo --presence-window-ms 0 >"$WORK/node-$n-$r-$i.log" 2>&1 &
     PIDS+=("$!"); ports+=("$p"); urls+=("ws://127.0.0.1:$p/socket/websocket")
   done
-  for p in "${ports[@]}"; do for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" >/dev/null && break; sleep 0.1; done; done
+  wait_nodes "${ports[@]}"
   timeout 600 "$LOADGEN_BIN" presence --url "$(IFS=,; echo "${urls[*]}")" -k "$ROOM" --churn-rate "$CHURN" --duration "$DURATION" \
     --observers 30 --connect-rate 1000 --quiet --label "presence-${n}node" --out "$OUT/presence-${n}node-run$r.json" >/dev/null || true
   stop_all

@@ -24,7 +24,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]:-}"; do wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/cluster-lib.sh
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1==n {print $2}'; }
 
 SUBS_PER_NODE=${SUBS_PER_NODE:-200}
@@ -33,17 +33,14 @@ DURATION=${DURATION:-4}
 rows=()
 json="["
 for N in 1 3 10; do
-  RPORT=$(free_port)
-  redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis-$N.log" 2>&1 &
-  RPID=$!; PIDS+=("$RPID")
-  for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  start_redis "$WORK/redis-$N.log"; PIDS+=("$REDIS_PID")
   ports=(); urls=()
   for i in $(seq 1 "$N"); do
     p=$(free_port)
     "$BROKER_BIN" --listen "127.0.0.1:$p" --redis-url "redis://127.0.0.1:$RPORT" --node-name "n$i" --no-demo --presence-topics "" >"$WORK/node-$N-$i.log" 2>&1 &
     PIDS+=("$!"); ports+=("$p"); urls+=("ws://127.0.0.1:$p/socket/websocket")
   done
-  for p in "${ports[@]}"; do for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" >/dev/null && break; sleep 0.1; done; done
+  wait_nodes "${ports[@]}"
   # A listener on the topic's channel counts what was published on it (presence heartbeats use
   # other channels).
   redis-cli -p "$RPORT" subscribe "phx:b:bench:0" >"$WORK/listen-$N.txt" 2>/dev/null &

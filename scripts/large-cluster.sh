@@ -30,16 +30,13 @@ WORK=$(mktemp -d)
 PIDS=()
 stop_all() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]:-}"; do wait "$p" 2>/dev/null || true; done; }
 trap 'stop_all; rm -rf "$WORK"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. scripts/cluster-lib.sh
 rss_kb() { local t=0; for p in "$@"; do t=$((t + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status"))); done; echo "$t"; }
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 sock_pages() { awk '/^TCP:/ {for (i=1;i<=NF;i++) if ($i=="mem") print $(i+1)}' /proc/net/sockstat; }
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
-REDIS_PID=$!; PIDS+=("$REDIS_PID")
-for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+start_redis "$WORK/redis.log"; PIDS+=("$REDIS_PID")
 
 per_node=$(( (CONNS + NODES) / NODES + 200 ))
 if [ "$per_node" -gt 19900 ]; then echo "CONNS/NODES must stay under 19,900 per node" >&2; exit 2; fi
@@ -50,7 +47,7 @@ for i in $(seq 1 "$NODES"); do
     --presence-topics "" --max-connections "$per_node" >"$WORK/node-$i.log" 2>&1 &
   bpids+=("$!"); PIDS+=("$!"); ports+=("$p"); urls+=("ws://127.0.0.1:$p/socket/websocket")
 done
-for p in "${ports[@]}"; do for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" >/dev/null && break; sleep 0.1; done; done
+wait_nodes "${ports[@]}"
 sleep 1
 rss0=$(rss_kb "${bpids[@]}"); sock0=$(sock_pages); slab0=$(slab_kb)
 start=$(date +%s)

@@ -93,6 +93,27 @@ pub async fn serve(app: &str, builder: Builder) {
     server.run_until(shutdown_signal()).await;
 }
 
+/// Serves an app whose users log in with a name: `/` is `page`, `POST /login` mints a
+/// Phoenix.Token ([`login`]), the static files are served, and sockets must carry a valid token
+/// ([`TokenSockets`]). The chat and the video annotations share this.
+pub async fn serve_with_login(app: &str, opts: &Opts, router: broker::Router, page: &'static str) {
+    let tokens = broker::token::PhoenixToken::new(&secret_key_base(), "user socket").expect("secret_key_base");
+    let login_tokens = tokens.clone();
+    let pages = mount::service(move |req| {
+        let tokens = login_tokens.clone();
+        async move {
+            match (req.method().clone(), req.uri().path()) {
+                (mount::Method::GET, "/") => mount::html(page),
+                (mount::Method::POST, "/login") => login(req, &tokens).await,
+                (mount::Method::GET, path) => static_file(path).unwrap_or_else(mount::not_found),
+                _ => mount::not_found(),
+            }
+        }
+    });
+    let builder = Builder::new(opts.config()).router(router).socket_handler(TokenSockets(tokens)).http_service(pages);
+    serve(app, builder).await;
+}
+
 async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {

@@ -224,16 +224,23 @@ impl BrokerHandle {
         self.inner.get().ok_or(crate::channel::PushFailed::NotStarted)
     }
 
-    /// `Endpoint.broadcast(topic, event, payload)`: every subscriber of `topic`. The payload
-    /// must be a JSON object or binary (spec §3.5).
-    pub async fn broadcast(&self, topic: &str, event: &str, payload: Payload) -> Result<(), crate::channel::PushFailed> {
+    /// Bound, and a payload Phoenix can broadcast (a JSON object or binary, spec §3.5) whose
+    /// frame fits an outbox (refused here, at the sender, never a disconnect of subscribers).
+    fn checked(&self, topic: &str, event: &str, payload: &Payload) -> Result<&HandleInner, crate::channel::PushFailed> {
         let h = self.bound()?;
         if !payload.is_object_or_binary() {
             return Err(crate::channel::PushFailed::PayloadNotObject);
         }
-        if crate::channel::broadcast_frame_bound(topic, event, &payload) > h.max_frame {
+        if crate::channel::broadcast_frame_bound(topic, event, payload) > h.max_frame {
             return Err(crate::channel::PushFailed::TooLarge);
         }
+        Ok(h)
+    }
+
+    /// `Endpoint.broadcast(topic, event, payload)`: every subscriber of `topic`. The payload
+    /// must be a JSON object or binary (spec §3.5).
+    pub async fn broadcast(&self, topic: &str, event: &str, payload: Payload) -> Result<(), crate::channel::PushFailed> {
+        let h = self.checked(topic, event, &payload)?;
         h.pubsub.broadcast(Broadcast::new(topic, event, payload), None, None).await;
         Ok(())
     }
@@ -241,13 +248,7 @@ impl BrokerHandle {
     /// `Endpoint.local_broadcast(topic, event, payload)`: like [`BrokerHandle::broadcast`], but
     /// only to this node's subscribers (in a cluster, other nodes do not get it).
     pub async fn local_broadcast(&self, topic: &str, event: &str, payload: Payload) -> Result<(), crate::channel::PushFailed> {
-        let h = self.bound()?;
-        if !payload.is_object_or_binary() {
-            return Err(crate::channel::PushFailed::PayloadNotObject);
-        }
-        if crate::channel::broadcast_frame_bound(topic, event, &payload) > h.max_frame {
-            return Err(crate::channel::PushFailed::TooLarge);
-        }
+        let h = self.checked(topic, event, &payload)?;
         h.pubsub.local_broadcast(Arc::new(Broadcast::new(topic, event, payload)), None, None).await;
         Ok(())
     }

@@ -4,9 +4,7 @@
 //!
 //! `cargo run -p apps --bin chat` → <http://127.0.0.1:4105/>
 
-use broker::mount::{self, Method};
-use broker::token::PhoenixToken;
-use broker::{async_trait, Builder, Channel, ChannelContext, Continue, Join, Payload, Reply, Router};
+use broker::{async_trait, Channel, ChannelContext, Continue, Join, Payload, Reply, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -78,23 +76,9 @@ impl Channel for ChatChannel {
 fn main() {
     apps::init_logging();
     let opts = apps::Opts::parse("chat", 4105);
-    let tokens = PhoenixToken::new(&apps::secret_key_base(), "user socket").expect("secret_key_base");
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.block_on(async move {
         let router = Router::new().channel("chat:*", |_| ChatChannel { user: String::new() });
-        let login_tokens = tokens.clone();
-        let pages = mount::service(move |req| {
-            let tokens = login_tokens.clone();
-            async move {
-                match (req.method().clone(), req.uri().path()) {
-                    (Method::GET, "/") => mount::html(PAGE),
-                    (Method::POST, "/login") => apps::login(req, &tokens).await,
-                    (Method::GET, path) => apps::static_file(path).unwrap_or_else(mount::not_found),
-                    _ => mount::not_found(),
-                }
-            }
-        });
-        let builder = Builder::new(opts.config()).router(router).socket_handler(apps::TokenSockets(tokens)).http_service(pages);
-        apps::serve("chat", builder).await;
+        apps::serve_with_login("chat", &opts, router, PAGE).await;
     });
 }

@@ -11,9 +11,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use broker::mount::{self, Method};
-use broker::token::PhoenixToken;
-use broker::{async_trait, Builder, Channel, ChannelContext, Continue, Join, Payload, Reply, Router};
+use broker::{async_trait, Channel, ChannelContext, Continue, Join, Payload, Reply, Router};
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -154,23 +152,9 @@ fn main() {
         eprintln!("video_annotations: cannot open {path}: {e}");
         std::process::exit(1);
     });
-    let tokens = PhoenixToken::new(&apps::secret_key_base(), "user socket").expect("secret_key_base");
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     rt.block_on(async move {
         let router = Router::new().channel("videos:*", move |_| VideoChannel { db: db.clone(), video: String::new(), user: String::new() });
-        let login_tokens = tokens.clone();
-        let pages = mount::service(move |req| {
-            let tokens = login_tokens.clone();
-            async move {
-                match (req.method().clone(), req.uri().path()) {
-                    (Method::GET, "/") => mount::html(PAGE),
-                    (Method::POST, "/login") => apps::login(req, &tokens).await,
-                    (Method::GET, path) => apps::static_file(path).unwrap_or_else(mount::not_found),
-                    _ => mount::not_found(),
-                }
-            }
-        });
-        let builder = Builder::new(opts.config()).router(router).socket_handler(apps::TokenSockets(tokens)).http_service(pages);
-        apps::serve("video_annotations", builder).await;
+        apps::serve_with_login("video_annotations", &opts, router, PAGE).await;
     });
 }

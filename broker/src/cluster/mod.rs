@@ -131,7 +131,10 @@ struct Interest {
 }
 
 /// Commands to the subscriber task (sent under the interest lock, so per topic they arrive in
-/// the order the counts changed).
+/// the order the counts changed). The queue is unbounded but its growth is: one `Changed` per
+/// 0↔1 transition of a topic's count and one `Wait` per join that finds its topic unconfirmed,
+/// and the subscriber drains it at once (batched), or within 5 s of a stalled Redis command,
+/// after which it reconnects (`redis_bus::bounded`), or at once while Redis is down.
 enum SubCmd {
     /// The topic's count went 0→1 or 1→0: reconcile its subscription with the count.
     Changed(Arc<str>),

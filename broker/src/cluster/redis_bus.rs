@@ -120,13 +120,13 @@ pub(super) async fn subscriber(
         let (mut sink, mut stream) = pubsub.split();
         // Restore: this node's channels, then every wanted topic, SUBSCRIBE_BATCH per command.
         let topics = cluster.wanted_topics();
-        let mut restored = sink.subscribe(statics.clone()).await.is_ok();
+        let mut restored = bounded(sink.subscribe(statics.clone())).await.is_ok();
         for chunk in topics.chunks(SUBSCRIBE_BATCH) {
             if !restored {
                 break;
             }
             let channels: Vec<Vec<u8>> = chunk.iter().map(|t| cluster.inner.channels.topic(t)).collect();
-            restored = sink.subscribe(channels).await.is_ok();
+            restored = bounded(sink.subscribe(channels)).await.is_ok();
             if restored {
                 for t in chunk {
                     state.subscribed.insert(t.clone());
@@ -174,6 +174,21 @@ pub(super) async fn subscriber(
     }
 }
 
+/// A (un)subscribe Redis did not confirm within [`COMMAND_TIMEOUT`], or an error: the
+/// connection is treated as lost (the subscriber reconnects), so a stalled Redis cannot make
+/// the subscriber's command queue grow while it waits.
+#[derive(Debug)]
+pub(super) struct Stalled;
+
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn bounded(f: impl std::future::Future<Output = redis::RedisResult<()>>) -> Result<(), Stalled> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, f).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Stalled),
+    }
+}
+
 /// The subscriber's view: topics subscribed on the current connection, and joins waiting for
 /// a subscription to be confirmed.
 #[derive(Default)]
@@ -187,7 +202,7 @@ impl Subscriptions {
     /// Applies a batch of commands: one SUBSCRIBE and one UNSUBSCRIBE for the whole batch,
     /// each topic reconciled with its current count (a topic joined and left within the batch
     /// costs nothing).
-    async fn apply(&mut self, cluster: &Cluster, sink: &mut PubSubSink, cmds: impl Iterator<Item = SubCmd>) -> redis::RedisResult<()> {
+    async fn apply(&mut self, cluster: &Cluster, sink: &mut PubSubSink, cmds: impl Iterator<Item = SubCmd>) -> Result<(), Stalled> {
         let mut touched: Vec<Arc<str>> = Vec::new();
         for c in cmds {
             match c {
@@ -231,14 +246,14 @@ impl Subscriptions {
         }
         for chunk in remove.chunks(SUBSCRIBE_BATCH) {
             let channels: Vec<Vec<u8>> = chunk.iter().map(|t| cluster.inner.channels.topic(t)).collect();
-            sink.unsubscribe(channels).await?;
+            bounded(sink.unsubscribe(channels)).await?;
             for t in chunk {
                 self.subscribed.remove(t);
             }
         }
         for chunk in add.chunks(SUBSCRIBE_BATCH) {
             let channels: Vec<Vec<u8>> = chunk.iter().map(|t| cluster.inner.channels.topic(t)).collect();
-            sink.subscribe(channels).await?;
+            bounded(sink.subscribe(channels)).await?;
             let interest = cluster.inner.interest.lock();
             for t in chunk {
                 self.subscribed.insert(t.clone());

@@ -120,7 +120,7 @@ impl ChannelTest {
                 serializer: Serializer::V2,
                 transport: Transport::WebSocket,
                 assigns,
-                params,
+                params: crate::protocol::params::ConnectParams::from_value(params),
                 outbox: outbox.clone(),
             },
         )

@@ -78,9 +78,6 @@ enum State {
 pub struct Outbox {
     inner: Mutex<Inner>,
     ready: Notify,
-    /// Set by the writer when it has stopped; the reader selects on it.
-    writer_gone: AtomicBool,
-    gone: Notify,
     /// Wakes a writer blocked on a client that does not read once the outbox overflowed.
     kill: Notify,
     /// Set with the slow-consumer state, read without the lock by a writer between writes.
@@ -110,8 +107,6 @@ impl Outbox {
         Outbox {
             inner: Mutex::new(Inner::default()),
             ready: Notify::new(),
-            writer_gone: AtomicBool::new(false),
-            gone: Notify::new(),
             kill: Notify::new(),
             overflowed: AtomicBool::new(false),
             limits,
@@ -295,21 +290,6 @@ impl Outbox {
         inner.frames.clear();
         drop(inner);
         uncharge(freed);
-        self.writer_gone.store(true, Ordering::Release);
-        self.gone.notify_waiters();
-    }
-
-    /// Resolves once the writer has stopped.
-    pub async fn ready_closed(&self) {
-        loop {
-            let notified = self.gone.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.writer_gone.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
     }
 
     pub fn is_open(&self) -> bool {

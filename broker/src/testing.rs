@@ -34,7 +34,7 @@ pub async fn socket(endpoint: Arc<Endpoint>, conn_id: u64) -> (Socket, Arc<Outbo
             serializer: Serializer::V2,
             transport: Transport::WebSocket,
             assigns: Default::default(),
-            params: serde_json::Value::Null,
+            params: crate::protocol::params::ConnectParams::from_value(serde_json::Value::Null),
             outbox: outbox.clone(),
         },
     )

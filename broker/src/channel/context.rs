@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::sync::mpsc;
 
-use super::mailbox::{ChannelMsg, Info};
+use super::mailbox::{ChannelMsg, Info, MailboxSender};
 use crate::config::SocketLimits;
 use crate::metrics::METRICS;
 use crate::outbox::{Outbox, PushError};
 use crate::presence::{Presence, PresenceError};
+use crate::protocol::params::ConnectParams;
 use crate::protocol::{encode_message, encode_reply, EncodeError, Frame, Payload, Ref, Serializer, TopicField, Transport};
 use crate::pubsub::{Broadcast, PubSub, SubId, SubKind};
 
@@ -32,7 +32,7 @@ pub struct SocketInfo {
     pub serializer: Serializer,
     pub transport: Transport,
     pub assigns: Map<String, Value>,
-    pub params: Value,
+    pub params: ConnectParams,
     pub env: Arc<ChannelEnv>,
     pub outbox: Arc<Outbox>,
     /// The pubsub shard holding this socket's subscriptions.
@@ -60,7 +60,7 @@ pub struct NewSocketInfo {
     pub serializer: Serializer,
     pub transport: Transport,
     pub assigns: Map<String, Value>,
-    pub params: Value,
+    pub params: ConnectParams,
     pub env: Arc<ChannelEnv>,
     pub outbox: Arc<Outbox>,
     pub shard: usize,
@@ -204,7 +204,7 @@ pub struct ChannelContext {
     pub assigns: Map<String, Value>,
     pub(super) socket: Arc<SocketInfo>,
     pub(super) sub_id: SubId,
-    pub(super) self_tx: mpsc::Sender<ChannelMsg>,
+    pub(super) self_tx: MailboxSender,
     pub(super) extra_subscriptions: Vec<Arc<str>>,
     /// Whether this channel ever tracked a presence (then its exit untracks them).
     pub(super) tracked: bool,
@@ -245,7 +245,7 @@ impl ChannelContext {
     }
     /// The connect params (query string parsed like Plug).
     pub fn connect_params(&self) -> &Value {
-        &self.socket.params
+        self.socket.params.get()
     }
     /// The owner id of this channel incarnation (presence owner, broadcast_from key).
     pub fn owner(&self) -> SubId {
@@ -441,7 +441,7 @@ impl ChannelContext {
 
 /// Sends [`Info::Message`]s to a channel from anywhere.
 #[derive(Clone)]
-pub struct InfoSender(mpsc::Sender<ChannelMsg>);
+pub struct InfoSender(MailboxSender);
 
 impl InfoSender {
     /// Returns false if the channel is gone or its mailbox is full.

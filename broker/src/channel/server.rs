@@ -7,11 +7,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt as _;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::context::{ChannelContext, SocketInfo};
 use super::api::{Channel, Continue, Join, Reply};
-use super::mailbox::{ChannelMsg, InMsg};
+use super::mailbox::{mailbox, ChannelMsg, InMsg, MailboxReceiver, MailboxSender};
 use super::stop::{ShutdownReason, StopReason};
 use crate::metrics::METRICS;
 use crate::protocol::{Frame, Payload, Ref, TopicField};
@@ -53,11 +53,12 @@ impl Predecessor {
 }
 
 /// Starts a channel task; returns its mailbox and the task handle.
-pub fn spawn(s: Spawn) -> (mpsc::Sender<ChannelMsg>, tokio::task::JoinHandle<()>) {
+pub fn spawn(s: Spawn) -> (MailboxSender, tokio::task::JoinHandle<()>) {
     // The mailbox bound (`Limits::channel_mailbox`): a channel this far behind applies
     // backpressure to its connection's reader, or is a slow consumer (intercepted broadcasts).
-    let (tx, rx) = mpsc::channel(s.socket.env.limits.mailbox);
-    let handle = tokio::spawn(run(s, tx.clone(), rx));
+    let (tx, rx) = mailbox(s.socket.env.limits.mailbox);
+    // Boxed: an async fn keeps its arguments for its whole life.
+    let handle = tokio::spawn(run(Box::new(s), tx.clone(), rx));
     (tx, handle)
 }
 
@@ -70,10 +71,37 @@ enum End {
     Crash,
 }
 
-async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver<ChannelMsg>) {
-    let Spawn { mut channel, topic, join_ref, ref_, params, socket, sub_id, after_reply, joined: join_done, predecessor } = s;
+/// A joined channel: what the mailbox loop works with.
+struct Live {
+    channel: Box<dyn Channel>,
+    ctx: ChannelContext,
+    rx: MailboxReceiver,
+    guard: OwnerGuard,
+    /// The ref of the `phx_leave` that ended the loop, if one did.
+    leave_ref: Option<Option<Ref>>,
+}
+
+/// The task: join, the mailbox loop, stop. The join and stop phases run once and are boxed:
+/// held inline, their state would sit in every idle channel task's future (1,056 bytes with
+/// them inline; the loop alone is what stays).
+async fn run(s: Box<Spawn>, self_tx: MailboxSender, rx: MailboxReceiver) {
+    let Some((mut live, end)) = Box::pin(join(s, self_tx, rx)).await else {
+        return;
+    };
+    let end = match end {
+        Some(end) => end,
+        None => serve(&mut live).await,
+    };
+    Box::pin(stop(live, end)).await;
+}
+
+/// `join`, then on ok the subscription carrying the join reply and `after_join`. `None` when
+/// the join was refused (answered here); else the live channel and, if `after_join` already
+/// ended it, how.
+async fn join(s: Box<Spawn>, self_tx: MailboxSender, mut rx: MailboxReceiver) -> Option<(Live, Option<End>)> {
+    let Spawn { mut channel, topic, join_ref, ref_, params, socket, sub_id, after_reply, joined: join_done, predecessor } = *s;
     if let Some(p) = predecessor {
-        // Boxed: the wait is rare, and must not grow every channel task's future.
+        // Boxed: the wait is rare.
         Box::pin(p.finish()).await;
     }
     let reply_join_ref = join_ref.clone().or_else(|| ref_.clone());
@@ -94,7 +122,6 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
     };
     let mut guard = OwnerGuard { socket: socket.clone(), topic: topic.clone(), sub_id, armed: true };
 
-    // 1. join
     let joined = AssertUnwindSafe(channel.join(&topic, params, &mut ctx)).catch_unwind().await;
     let (ok, response) = match joined {
         Ok(Join::Ok(r)) => (true, r),
@@ -123,7 +150,7 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
                 socket.reply_unmatched(&TopicField::Str(topic.to_string()), m.ref_);
             }
         }
-        return;
+        return None;
     }
     let intercepts: Arc<[String]> = channel.intercepts().into();
     let handle_out: crate::pubsub::Deliver = {
@@ -138,72 +165,82 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
     };
     let socket_id = socket.id.as_deref().map(Arc::from);
     let kind = SubKind::Fastlane { outbox: socket.outbox.clone(), serializer: socket.serializer, intercepts, handle_out, socket_id };
-    // Boxed, like every once-per-channel step: a future held inline would sit in every idle
-    // channel task.
-    Box::pin(socket.env.pubsub.subscribe(socket.shard, topic.clone(), sub_id, kind, first)).await;
+    socket.env.pubsub.subscribe(socket.shard, topic.clone(), sub_id, kind, first).await;
     ctx.joined = true;
     ctx.ref_ = None;
     drop(join_done);
     METRICS.joins.inc();
     METRICS.channels.inc();
 
-    // 2. after_join, then the mailbox.
-    let mut end = match AssertUnwindSafe(channel.after_join(&mut ctx)).catch_unwind().await {
+    let end = match AssertUnwindSafe(channel.after_join(&mut ctx)).catch_unwind().await {
         Ok(Continue::Continue) => None,
         Ok(Continue::Stop(reason)) => Some(End::Stop { reason, send_close: true }),
         Err(_) => Some(End::Crash),
     };
-    let mut leave_ref = None;
-    while end.is_none() {
+    Some((Live { channel, ctx, rx, guard, leave_ref: None }, end))
+}
+
+/// The mailbox loop: `handle_in`, `handle_out`, `handle_info`, leave and shutdown, until one
+/// of them ends the channel.
+async fn serve(live: &mut Live) -> End {
+    let Live { channel, ctx, rx, leave_ref, .. } = live;
+    loop {
         let Some(msg) = rx.recv().await else {
-            end = Some(End::Stop { reason: StopReason::Shutdown(ShutdownReason::Closed), send_close: false });
-            break;
+            return End::Stop { reason: StopReason::Shutdown(ShutdownReason::Closed), send_close: false };
         };
-        end = match msg {
+        let end = match msg {
             ChannelMsg::In(m) => {
                 let InMsg { event, payload, ref_, handled } = *m;
                 ctx.ref_ = ref_.clone();
-                let r = AssertUnwindSafe(channel.handle_in(&event, payload, &mut ctx)).catch_unwind().await;
+                let r = AssertUnwindSafe(channel.handle_in(&event, payload, ctx)).catch_unwind().await;
                 ctx.ref_ = None;
                 drop(handled);
                 match r {
                     Ok(Reply::NoReply) => None,
                     Ok(Reply::Reply { status, response }) => {
-                        push_reply(&ctx, &ref_, &status, &response);
+                        push_reply(ctx, &ref_, &status, &response);
                         None
                     }
                     Ok(Reply::Stop { reason, reply }) => {
                         if let Some((status, response)) = reply {
-                            push_reply(&ctx, &ref_, &status, &response);
+                            push_reply(ctx, &ref_, &status, &response);
                         }
                         Some(End::Stop { reason, send_close: true })
                     }
                     Err(_) => Some(End::Crash),
                 }
             }
-            ChannelMsg::Out(b) => {
-                match AssertUnwindSafe(channel.handle_out(&b.event, &b.payload, &mut ctx)).catch_unwind().await {
-                    Ok(Continue::Continue) => None,
-                    Ok(Continue::Stop(reason)) => Some(End::Stop { reason, send_close: true }),
-                    Err(_) => Some(End::Crash),
-                }
-            }
-            ChannelMsg::Info(info) => match AssertUnwindSafe(channel.handle_info(info, &mut ctx)).catch_unwind().await {
+            ChannelMsg::Out(b) => match AssertUnwindSafe(channel.handle_out(&b.event, &b.payload, ctx)).catch_unwind().await {
+                Ok(Continue::Continue) => None,
+                Ok(Continue::Stop(reason)) => Some(End::Stop { reason, send_close: true }),
+                Err(_) => Some(End::Crash),
+            },
+            ChannelMsg::Info(info) => match AssertUnwindSafe(channel.handle_info(info, ctx)).catch_unwind().await {
                 Ok(Continue::Continue) => None,
                 Ok(Continue::Stop(reason)) => Some(End::Stop { reason, send_close: true }),
                 Err(_) => Some(End::Crash),
             },
             ChannelMsg::Leave { ref_ } => {
-                leave_ref = Some(ref_);
+                *leave_ref = Some(ref_);
                 Some(End::Stop { reason: StopReason::Shutdown(ShutdownReason::Left), send_close: true })
             }
             ChannelMsg::Shutdown(reason) => Some(End::Stop { reason, send_close: false }),
         };
+        if let Some(end) = end {
+            return end;
+        }
     }
+}
 
-    // 3. stop.
+/// `terminate` on a graceful stop, `phx_close` / `phx_error`, unsubscribe, untrack, and tell
+/// the socket.
+async fn stop(live: Live, end: End) {
+    let Live { mut channel, mut ctx, mut rx, mut guard, leave_ref } = live;
+    let socket = ctx.socket.clone();
+    let topic = ctx.topic.clone();
+    let sub_id = ctx.sub_id;
     let mut frames = Vec::new();
-    match end.expect("loop ends with a reason") {
+    match end {
         End::Stop { reason, send_close } => {
             if let Some(ref_) = &leave_ref {
                 push_reply(&ctx, ref_, "ok", &Payload::empty_object());
@@ -234,17 +271,17 @@ async fn run(s: Spawn, self_tx: mpsc::Sender<ChannelMsg>, mut rx: mpsc::Receiver
     // the leave diff of its own presence (spec §12.3).
     let pubsub = &socket.env.pubsub;
     for extra in ctx.extra_subscriptions.drain(..) {
-        Box::pin(pubsub.unsubscribe(socket.shard, extra, sub_id, None)).await;
+        pubsub.unsubscribe(socket.shard, extra, sub_id, None).await;
     }
     let then_push = if frames.is_empty() { None } else { Some((socket.outbox.clone(), frames)) };
-    Box::pin(pubsub.unsubscribe(socket.shard, topic.clone(), sub_id, then_push)).await;
-    while let Ok(msg) = rx.try_recv() {
+    pubsub.unsubscribe(socket.shard, topic.clone(), sub_id, then_push).await;
+    while let Some(msg) = rx.try_recv() {
         if let ChannelMsg::In(m) = msg {
             socket.reply_unmatched(&TopicField::Str(topic.to_string()), m.ref_);
         }
     }
     if ctx.tracked {
-        Box::pin(socket.env.presence.untrack_owner(sub_id)).await;
+        socket.env.presence.untrack_owner(sub_id).await;
     }
     METRICS.channels.dec();
     guard.armed = false;
@@ -311,16 +348,16 @@ mod tests {
     fn channel_task_and_mailbox_stay_small() {
         // bytes: measured + margin
         const CHANNEL_MSG_PIN: usize = 40 + 8;
-        const CHANNEL_TASK_PIN: usize = 1056 + 64; // 1,696 before pubsub (un)subscribe and untrack were boxed
+        const CHANNEL_TASK_PIN: usize = 576 + 64; // 1,696 before pubsub (un)subscribe and untrack were boxed; 1,056 before the join and stop phases were
         let msg = std::mem::size_of::<ChannelMsg>();
         println!("ChannelMsg: {msg} bytes (pin {CHANNEL_MSG_PIN})");
         assert!(msg <= CHANNEL_MSG_PIN, "ChannelMsg is {msg} bytes, pinned at {CHANNEL_MSG_PIN}: a growth must be a deliberate edit of the pin, with a reason");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let (socket, _outbox) = crate::testing::socket(crate::testing::endpoint(crate::socket::Router::new()), 1).await;
-            let (tx, rx) = mpsc::channel(16);
+            let (tx, rx) = mailbox(16);
             let fut = run(
-                Spawn {
+                Box::new(Spawn {
                     channel: Box::new(Nop),
                     topic: "t".into(),
                     join_ref: None,
@@ -331,7 +368,7 @@ mod tests {
                     after_reply: vec![],
                     joined: None,
                     predecessor: None,
-                },
+                }),
                 tx,
                 rx,
             );

@@ -25,6 +25,37 @@ impl std::fmt::Display for ParamsError {
 
 impl std::error::Error for ParamsError {}
 
+/// The connect params a socket keeps for its channels ([`crate::ChannelContext::connect_params`]).
+///
+/// Kept as the query string and parsed again on first use: a parsed `{"vsn": "2.0.0"}` is a
+/// B-tree node of 632 bytes, held by every idle connection for its whole life, while most
+/// channels never look at the params (`bench-results/memory/breakdown.md`).
+pub struct ConnectParams {
+    query: Box<str>,
+    max_depth: usize,
+    parsed: std::sync::OnceLock<Value>,
+}
+
+impl ConnectParams {
+    /// Params of a query string that [`parse_query`] accepted with this `max_depth`.
+    pub fn from_query(query: &str, max_depth: usize) -> ConnectParams {
+        ConnectParams { query: query.into(), max_depth, parsed: std::sync::OnceLock::new() }
+    }
+
+    /// Params given as a value (tests, sockets started without a request).
+    pub fn from_value(value: Value) -> ConnectParams {
+        ConnectParams { query: "".into(), max_depth: 0, parsed: std::sync::OnceLock::from(value) }
+    }
+
+    /// The params, parsed on first use.
+    pub fn get(&self) -> &Value {
+        self.parsed.get_or_init(|| {
+            // Accepted once already at connect: the same input parses the same way.
+            parse_query(&self.query, self.max_depth).unwrap_or_else(|_| Value::Object(Map::new()))
+        })
+    }
+}
+
 /// Parses a query string into a JSON object; keys nested deeper than `max_depth` are refused.
 pub fn parse_query(query: &str, max_depth: usize) -> Result<Value, ParamsError> {
     let mut root = Map::new();

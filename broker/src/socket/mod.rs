@@ -11,18 +11,18 @@
 pub mod handler;
 pub mod router;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use crate::channel::mailbox::{ChannelMsg, InMsg};
+use crate::channel::mailbox::{ChannelMsg, InMsg, MailboxSender};
 use crate::channel::server::{self as channel_server, Predecessor};
 use crate::channel::{ChannelEnv, NewSocketInfo, ShutdownReason, SocketCtl, SocketInfo, StopReason};
 use crate::metrics::METRICS;
 use crate::outbox::Outbox;
 use crate::protocol::{encode_message, Message, Payload, Ref, Serializer, TopicField, Transport};
+use crate::protocol::params::ConnectParams;
 use crate::pubsub::{next_sub_id, Broadcast, SubId, SubKind};
 use crate::rate::TokenBucket;
 
@@ -46,10 +46,57 @@ enum SlotState {
     Leaving,
 }
 
+/// A socket's joined channels by topic: a vector searched in order rather than a hash map.
+/// A socket has a few channels (at most `max_channels`, 100 by default), and a map's first
+/// allocation (4 buckets, ~370 bytes) would sit with every idle connection; one slot here is
+/// ~90 bytes.
+#[derive(Default)]
+struct Channels(Vec<(Box<str>, Slot)>);
+
+impl Channels {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn position(&self, topic: &str) -> Option<usize> {
+        self.0.iter().position(|(t, _)| &**t == topic)
+    }
+
+    fn get(&self, topic: &str) -> Option<&Slot> {
+        self.0.iter().find(|(t, _)| &**t == topic).map(|(_, s)| s)
+    }
+
+    fn get_mut(&mut self, topic: &str) -> Option<&mut Slot> {
+        self.0.iter_mut().find(|(t, _)| &**t == topic).map(|(_, s)| s)
+    }
+
+    fn remove(&mut self, topic: &str) -> Option<Slot> {
+        let slot = self.position(topic).map(|i| self.0.swap_remove(i).1);
+        if self.0.is_empty() {
+            self.0 = Vec::new();
+        }
+        slot
+    }
+
+    /// Adds a topic not present (the caller removed any old slot first).
+    fn insert(&mut self, topic: String, slot: Slot) {
+        debug_assert!(self.position(&topic).is_none());
+        if self.0.len() == self.0.capacity() && self.0.len() < 4 {
+            // One slot at a time for the usual one to four channels.
+            self.0.reserve_exact(1);
+        }
+        self.0.push((topic.into_boxed_str(), slot));
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Slot> + '_ {
+        self.0.drain(..).map(|(_, s)| s)
+    }
+}
+
 struct Slot {
     join_ref: Option<Ref>,
     sub_id: SubId,
-    mailbox: mpsc::Sender<ChannelMsg>,
+    mailbox: MailboxSender,
     task: tokio::task::JoinHandle<()>,
     state: SlotState,
 }
@@ -58,7 +105,7 @@ struct Slot {
 pub struct Socket {
     endpoint: Arc<Endpoint>,
     info: Arc<SocketInfo>,
-    channels: HashMap<String, Slot>,
+    channels: Channels,
     /// Per-connection rates (`Limits::messages_per_s`, `Limits::joins_per_s`).
     messages: TokenBucket,
     joins: TokenBucket,
@@ -70,7 +117,7 @@ pub struct SocketParams {
     pub serializer: Serializer,
     pub transport: Transport,
     pub assigns: Map<String, Value>,
-    pub params: Value,
+    pub params: ConnectParams,
     pub outbox: Arc<Outbox>,
 }
 
@@ -103,7 +150,7 @@ impl Socket {
             env.pubsub.subscribe(shard, id.as_str().into(), transport_sub_id(p.conn_id), SubKind::Plain(deliver), vec![]).await;
         }
         let (messages, joins) = (TokenBucket::full(env.limits.messages_rate()), TokenBucket::full(env.limits.joins_rate()));
-        Socket { endpoint, info, channels: HashMap::new(), messages, joins }
+        Socket { endpoint, info, channels: Channels::default(), messages, joins }
     }
 
     pub fn info(&self) -> &Arc<SocketInfo> {
@@ -123,8 +170,8 @@ impl Socket {
     pub fn handle_ctl(&mut self, ctl: SocketCtl) -> bool {
         match ctl {
             SocketCtl::ChannelExit { topic, sub_id } => {
-                if self.channels.get(&*topic).is_some_and(|s| s.sub_id == sub_id) {
-                    self.channels.remove(&*topic);
+                if self.channels.get(&topic).is_some_and(|s| s.sub_id == sub_id) {
+                    self.channels.remove(&topic);
                 }
                 false
             }
@@ -290,7 +337,7 @@ impl Socket {
     pub async fn close(mut self, reason: StopReason) {
         self.info.outbox.close();
         let mut tasks = Vec::with_capacity(self.channels.len());
-        for (_, slot) in self.channels.drain() {
+        for slot in self.channels.drain() {
             if slot.mailbox.try_send(ChannelMsg::Shutdown(reason.clone())).is_err() {
                 slot.task.abort();
             }

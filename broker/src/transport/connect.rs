@@ -20,7 +20,7 @@ use crate::protocol::origin::RequestSide;
 use super::capacity::{Capacity, Permit};
 use super::state::ServerState;
 use crate::metrics::METRICS;
-use crate::protocol::params::{parse_query, query_param};
+use crate::protocol::params::{parse_query, query_param, ConnectParams};
 use crate::protocol::Serializer;
 use crate::protocol::Transport;
 use crate::socket::{ConnectError, ConnectInfo};
@@ -81,7 +81,7 @@ impl std::error::Error for Refused {}
 /// A socket the app accepted, with its place in the capacity pool.
 pub struct Connected {
     pub serializer: Serializer,
-    pub params: Value,
+    pub params: ConnectParams,
     pub assigns: Map<String, Value>,
     pub info: ConnectInfo,
     pub permit: Permit,
@@ -124,6 +124,10 @@ pub async fn connect(
         Err(ConnectError::Forbidden) => return Err(Refused::Forbidden),
         Err(ConnectError::Status(code, body)) => return Err(Refused::Status(code, body)),
     };
+    // What the socket keeps is the query string, not the parsed value (parsed again if a
+    // channel asks for it).
+    drop(params);
+    let params = ConnectParams::from_query(query, state.config.limits.max_param_depth);
     Ok(Connected { serializer, params, assigns, info, permit })
 }
 

@@ -90,13 +90,24 @@ impl Default for Gauge {
 /// Upper bounds of the latency buckets, in seconds (1 ms … 5 s; `+Inf` is implied).
 pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
+/// Upper bounds of the fan-out completion buckets, in seconds: finer than [`LATENCY_BUCKETS`]
+/// between 10 ms and 1 s, where a broadcast to tens of thousands of subscribers completes.
+pub const FANOUT_BUCKETS: [f64; 24] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
+    1.0, 2.0, 5.0, 10.0,
+];
+
 /// A latency histogram in seconds (a registered [`prometheus::Histogram`] with
-/// [`LATENCY_BUCKETS`]).
+/// [`LATENCY_BUCKETS`], or other buckets).
 pub struct Histogram(prometheus::Histogram);
 
 impl Histogram {
     fn registered(registry: &Registry, name: &str, help: &str) -> Histogram {
-        let h = prometheus::Histogram::with_opts(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec())).expect("valid histogram");
+        Histogram::with_buckets(registry, name, help, &LATENCY_BUCKETS)
+    }
+
+    fn with_buckets(registry: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+        let h = prometheus::Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid histogram");
         registry.register(Box::new(h.clone())).expect("metric registered once");
         Histogram(h)
     }
@@ -127,6 +138,9 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub broadcasts: Counter,
     pub broadcast_encodes: Counter,
+    /// Per broadcast with subscribers here: from its creation on this node to the moment the
+    /// last copy of its frame was written (or handed to a LongPoll) and dropped.
+    pub fanout_completion: Histogram,
     pub deliveries: Counter,
     pub slow_consumers: Counter,
     pub frames_dropped: Counter,
@@ -214,6 +228,12 @@ impl Metrics {
             cluster_presence_transfers: counter("cluster_presence_transfers_total", "Presence transfer_acks (full extracts) sent."),
             cluster_presence_dropped: counter("cluster_presence_dropped_total", "Presence replication messages dropped (shard behind)."),
             cluster_presence_mismatched: counter("cluster_presence_mismatched_total", "Presence messages ignored (other shard count or duplicate node name)."),
+            fanout_completion: Histogram::with_buckets(
+                &r,
+                "phx_broker_fanout_completion_seconds",
+                "Per broadcast with local subscribers: from its receipt on this node (a channel's broadcast, an HTTP API request, a message from another node) until its frame was written to the last subscriber.",
+                &FANOUT_BUCKETS,
+            ),
             webhook_latency: Histogram::registered(&r, "phx_broker_webhook_latency_seconds", "Webhook call latency, retries included."),
             registry: r,
         }
@@ -283,11 +303,12 @@ mod tests {
             ("cluster_presence_dropped_total", "counter"),
             ("cluster_presence_mismatched_total", "counter"),
             ("webhook_latency_seconds", "histogram"),
+            ("fanout_completion_seconds", "histogram"),
         ] {
             assert!(text.contains(&format!("# TYPE phx_broker_{name} {kind}\n")), "{name} {kind} missing:\n{text}");
             assert!(text.contains(&format!("# HELP phx_broker_{name} ")), "{name} has no help");
         }
-        assert_eq!(text.matches("# TYPE ").count(), 38, "{text}");
+        assert_eq!(text.matches("# TYPE ").count(), 39, "{text}");
         // Integer metrics print as integers (clients parse `^name (\d+)$`).
         assert_eq!(sample(&text, "phx_broker_joins_total"), Some("3"));
         assert_eq!(sample(&text, "phx_broker_channels"), Some("0"));

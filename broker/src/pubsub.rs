@@ -41,6 +41,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -66,11 +69,49 @@ pub struct Broadcast {
     /// Skip every subscriber whose socket has this id (the HTTP API's `exclude_socket_id`).
     pub exclude_socket: Option<Arc<str>>,
     frames: [OnceLock<Result<Frame, EncodeError>>; 2],
+    /// When this node received the broadcast: the start of its fan-out completion time.
+    received: Instant,
+    /// Created with the first frame (so a broadcast nobody here receives is not timed).
+    clock: OnceLock<Arc<FanoutClock>>,
+}
+
+/// A broadcast's fan-out completion time (`phx_broker_fanout_completion_seconds`): shared by
+/// the broadcast and its encoded frames, it is dropped with the last of them, i.e. once the
+/// last subscriber's copy of the frame has been written and released. It costs nothing per
+/// delivery: a copy of a shared frame is a refcount either way.
+struct FanoutClock {
+    received: Instant,
+}
+
+impl Drop for FanoutClock {
+    fn drop(&mut self) {
+        METRICS.fanout_completion.observe(self.received.elapsed());
+    }
+}
+
+/// A frame's bytes, holding the broadcast's clock.
+struct ClockedBytes {
+    bytes: Bytes,
+    _clock: Arc<FanoutClock>,
+}
+
+impl AsRef<[u8]> for ClockedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 impl Broadcast {
     pub fn new(topic: impl Into<Arc<str>>, event: impl Into<String>, payload: Payload) -> Broadcast {
-        Broadcast { topic: topic.into(), event: event.into(), payload, exclude_socket: None, frames: [OnceLock::new(), OnceLock::new()] }
+        Broadcast {
+            topic: topic.into(),
+            event: event.into(),
+            payload,
+            exclude_socket: None,
+            frames: [OnceLock::new(), OnceLock::new()],
+            received: Instant::now(),
+            clock: OnceLock::new(),
+        }
     }
 
     /// The fastlane frame for a serializer, encoded on first use and shared after that.
@@ -78,7 +119,9 @@ impl Broadcast {
         self.frames[ser.index()]
             .get_or_init(|| {
                 METRICS.broadcast_encodes.inc();
+                let clock = self.clock.get_or_init(|| Arc::new(FanoutClock { received: self.received })).clone();
                 encode_broadcast(ser, &self.topic, &self.event, &self.payload)
+                    .map(|f| f.map_bytes(|bytes| Bytes::from_owner(ClockedBytes { bytes, _clock: clock })))
             })
             .as_ref()
             .map_err(|e| e.clone())

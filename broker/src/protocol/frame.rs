@@ -65,6 +65,13 @@ impl Frame {
         Frame { bytes: buf.freeze(), header_len: header_len as u8, opcode }
     }
 
+    /// The same frame over other storage for its bytes (`f` must return the same bytes, e.g.
+    /// wrapped with [`Bytes::from_owner`] to learn when the last copy is dropped).
+    pub fn map_bytes(self, f: impl FnOnce(Bytes) -> Bytes) -> Frame {
+        let bytes = f(self.bytes);
+        Frame { bytes, ..self }
+    }
+
     /// A frame with an arbitrary body (control frames).
     pub fn from_body(opcode: Opcode, body: &[u8]) -> Frame {
         let mut buf = Frame::buffer(body.len());

@@ -9,7 +9,6 @@ use std::fmt;
 use std::io;
 use std::net::AddrParseError;
 use std::num::ParseIntError;
-use tokio_tungstenite::tungstenite;
 
 /// Why opening, using or keeping a WebSocket connection failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +28,7 @@ pub enum ConnError {
     Io(io::ErrorKind),
     /// the WebSocket handshake was answered with this HTTP status
     Http(u16),
-    /// tungstenite: the connection is closed (or already was)
+    /// the connection is closed (or already was) on our side
     Closed,
     /// the server closed the socket (close frame or end of stream)
     ClosedByServer,
@@ -53,18 +52,6 @@ impl ConnError {
             Some(libc::ENOBUFS) | Some(libc::ENOMEM) => ConnError::Enobufs,
             Some(n) => ConnError::Errno(n),
             None => ConnError::Io(e.kind()),
-        }
-    }
-
-    /// Classify a handshake / WebSocket failure.
-    pub fn from_ws(e: &tungstenite::Error) -> Self {
-        match e {
-            tungstenite::Error::Io(io) => ConnError::from_io(io),
-            tungstenite::Error::Http(resp) => ConnError::Http(resp.status().as_u16()),
-            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => ConnError::Closed,
-            tungstenite::Error::Protocol(_) => ConnError::WsProtocol,
-            tungstenite::Error::Capacity(_) => ConnError::WsCapacity,
-            _ => ConnError::WsOther,
         }
     }
 
@@ -269,7 +256,7 @@ mod tests {
         assert_eq!(ConnError::Http(403).to_string(), "http_403");
         assert_eq!(ConnError::ClosedByServer.to_string(), "closed_by_server");
         assert_eq!(ConnError::ConnectTimeout.to_string(), "connect_timeout");
-        assert_eq!(ConnError::from_ws(&tungstenite::Error::ConnectionClosed).to_string(), "closed");
+        assert_eq!(ConnError::Closed.to_string(), "closed");
         assert!(io(libc::EADDRNOTAVAIL).is_resource());
         assert!(!io(libc::ECONNREFUSED).is_resource());
     }

@@ -184,42 +184,125 @@ fn scan_elem(b: &[u8], i: usize) -> Option<usize> {
 /// The fast path of [`decode`]: None when the frame is not of the common shape (then serde
 /// decides, including errors).
 pub fn scan(text: &str) -> Option<InFrame<'_>> {
+    let (head, b, i) = scan_head(text)?;
+    let start = skip_ws(b, i);
+    let end = scan_elem(b, start)?;
+    let i = skip_ws(b, end);
+    if b.get(i) != Some(&b']') || skip_ws(b, i + 1) != b.len() {
+        return None;
+    }
+    let payload = &text[start..end];
+    if payload.starts_with(|c: char| c.is_ascii_digit()) {
+        return None; // a number payload: leave it to serde
+    }
+    Some(InFrame { payload: Raw(payload), ..head })
+}
+
+/// The first four elements of a frame of the common shape, with the frame's bytes and the
+/// offset after the fourth comma (the payload is empty in the result).
+#[inline]
+fn scan_head(text: &str) -> Option<(InFrame<'_>, &[u8], usize)> {
+    scan_head_broadcast(text).or_else(|| scan_head_any(text))
+}
+
+/// [`scan_head`] of a broadcast as servers write them, `[null,null,"topic","event",` (no
+/// whitespace, no escapes): None for anything else.
+#[inline]
+fn scan_head_broadcast(text: &str) -> Option<(InFrame<'_>, &[u8], usize)> {
+    let b = text.as_bytes();
+    const PREFIX: &[u8] = b"[null,null,\"";
+    if !b.starts_with(PREFIX) {
+        return None;
+    }
+    let mut i = PREFIX.len();
+    let plain_str_end = |from: usize| -> Option<usize> {
+        let mut j = from;
+        while j < b.len() {
+            match b[j] {
+                b'"' => return Some(j),
+                b'\\' => return None,
+                c if c < 0x20 => return None,
+                _ => j += 1,
+            }
+        }
+        None
+    };
+    let t_end = plain_str_end(i)?;
+    let topic = &text[i..t_end];
+    i = t_end + 1;
+    if b.get(i..i + 2)? != b",\"" {
+        return None;
+    }
+    i += 2;
+    let e_end = plain_str_end(i)?;
+    let event = &text[i..e_end];
+    i = e_end + 1;
+    if b.get(i) != Some(&b',') {
+        return None;
+    }
+    let head = InFrame { join_ref: None, ref_: None, topic: Cow::Borrowed(topic), event: Cow::Borrowed(event), payload: Raw("") };
+    Some((head, b, i + 1))
+}
+
+fn scan_head_any(text: &str) -> Option<(InFrame<'_>, &[u8], usize)> {
     let b = text.as_bytes();
     let mut i = skip_ws(b, 0);
     if b.get(i) != Some(&b'[') {
         return None;
     }
     i += 1;
-    let mut el: [&str; 5] = [""; 5];
-    for (k, e) in el.iter_mut().enumerate() {
+    let mut el: [&str; 4] = [""; 4];
+    for e in el.iter_mut() {
         i = skip_ws(b, i);
         let end = scan_elem(b, i)?;
         // element boundaries are ASCII bytes, so these are char boundaries
         *e = &text[i..end];
         i = skip_ws(b, end);
-        let want = if k == 4 { b']' } else { b',' };
-        if b.get(i) != Some(&want) {
+        if b.get(i) != Some(&b',') {
             return None;
         }
         i += 1;
-    }
-    if skip_ws(b, i) != b.len() {
-        return None;
     }
     let numeric_ok = |s: &str| s.starts_with('"') || s == "null" || s.bytes().all(|c| c.is_ascii_digit());
     if !numeric_ok(el[0]) || !numeric_ok(el[1]) || !el[2].starts_with('"') || !el[3].starts_with('"') {
         return None;
     }
-    if el[4].starts_with(|c: char| c.is_ascii_digit()) {
-        return None; // a number payload: leave it to serde
-    }
-    Some(InFrame {
+    let head = InFrame {
         join_ref: ref_field(el[0], "join_ref").ok()?,
         ref_: ref_field(el[1], "ref").ok()?,
         topic: str_field(el[2], "topic").ok()?,
         event: str_field(el[3], "event").ok()?,
-        payload: Raw(el[4]),
-    })
+        payload: Raw(""),
+    };
+    Some((head, b, i))
+}
+
+/// A broadcast as loadgen's publishers send it: a frame whose payload is a [`stamp_payload`].
+/// The head is scanned as in [`scan`]; the payload is not walked bracket by bracket but read
+/// by [`parse_stamp_fast`], whose exact shape (a flat object, a pad string without quotes or
+/// escapes) also proves where the payload ends. For every frame it accepts, the result is what
+/// [`decode`] and [`parse_stamp`] give; None for anything else (then use those).
+#[inline]
+pub fn decode_stamped(text: &str) -> Option<(InFrame<'_>, Stamp)> {
+    let (head, b, i) = scan_head(text)?;
+    let start = skip_ws(b, i);
+    // the frame ends with `]` and optional whitespace
+    let end = skip_ws_back(b, start, b.len());
+    if end <= start || b[end - 1] != b']' {
+        return None;
+    }
+    let payload = &text[start..skip_ws_back(b, start, end - 1)];
+    let stamp = parse_stamp_fast(payload.as_bytes())?;
+    Some((InFrame { payload: Raw(payload), ..head }, stamp))
+}
+
+/// End of `b[start..end]` without its trailing whitespace.
+#[inline]
+fn skip_ws_back(b: &[u8], start: usize, mut end: usize) -> usize {
+    while end > start && matches!(b[end - 1], b' ' | b'\t' | b'\n' | b'\r') {
+        end -= 1;
+    }
+    end
 }
 
 fn push_json_str(out: &mut String, s: &str) {
@@ -293,7 +376,7 @@ pub fn stamp_payload(st: Stamp, size: usize) -> String {
     if size > out.len() + 10 {
         let n = size - out.len() - 10;
         out.push_str(",\"pad\":\"");
-        out.extend(std::iter::repeat('x').take(n));
+        out.extend(std::iter::repeat_n('x', n));
         out.push('"');
     }
     out.push('}');
@@ -310,6 +393,24 @@ pub fn parse_stamp(payload: Raw<'_>) -> Option<Stamp> {
 /// A JSON unsigned integer (no sign, no leading zero, no fraction) at `b[i..]`, at most `max`.
 #[inline]
 fn read_uint(b: &[u8], i: usize, max: u64) -> Option<(u64, usize)> {
+    // up to 19 digits cannot overflow a u64: no checked arithmetic per digit
+    let mut j = i;
+    let mut v: u64 = 0;
+    while j < b.len() && j - i < 19 && b[j].is_ascii_digit() {
+        v = v * 10 + (b[j] - b'0') as u64;
+        j += 1;
+    }
+    if j < b.len() && b[j].is_ascii_digit() {
+        return read_uint_checked(b, i, max);
+    }
+    let n = j - i;
+    if n == 0 || (n > 1 && b[i] == b'0') || v > max {
+        return None;
+    }
+    Some((v, j))
+}
+
+fn read_uint_checked(b: &[u8], i: usize, max: u64) -> Option<(u64, usize)> {
     let mut j = i;
     let mut v: u64 = 0;
     while j < b.len() && b[j].is_ascii_digit() {
@@ -321,6 +422,13 @@ fn read_uint(b: &[u8], i: usize, max: u64) -> Option<(u64, usize)> {
         return None;
     }
     Some((v, j))
+}
+
+/// No byte of `b` is a quote, a backslash or a control character: `b` between quotes is a JSON
+/// string as it is. (No early exit: the loop vectorizes.)
+#[inline]
+fn plain_string_bytes(b: &[u8]) -> bool {
+    b.iter().fold(true, |ok, &c| ok & (c >= 0x20) & (c != b'"') & (c != b'\\'))
 }
 
 fn parse_stamp_fast(b: &[u8]) -> Option<Stamp> {
@@ -335,7 +443,7 @@ fn parse_stamp_fast(b: &[u8]) -> Option<Stamp> {
         || rest
             .strip_prefix(b",\"pad\":\"")
             .and_then(|r| r.strip_suffix(b"\"}"))
-            .is_some_and(|pad| pad.iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\'));
+            .is_some_and(plain_string_bytes);
     ok.then_some(Stamp { t, s: s as u32, p: p as u32 })
 }
 
@@ -454,6 +562,57 @@ mod tests {
         let frame = encode(None, None, "bench:0", "msg", &stamp_payload(st, 100));
         assert!(scan(&frame).is_some());
         assert!(scan(r#"[null,"12","phoenix","phx_reply",{"status":"ok","response":{}}]"#).is_some());
+    }
+
+    #[test]
+    fn decode_stamped_agrees_with_decode() {
+        let st = Stamp { t: 1_700_000_000_123_456, s: 9, p: 2 };
+        let good = [
+            encode(None, None, "bench:0", "msg", &stamp_payload(st, 0)),
+            encode(None, None, "bench:0", "msg", &stamp_payload(st, 150)),
+            encode(Some("1"), Some("5"), "room:7", "new_msg", &stamp_payload(st, 40)),
+            format!(" [ null , null , \"t\" , \"e\" , {} ] \n", stamp_payload(st, 30)),
+            format!("[null,null,\"a\\u0041\",\"e\",{}]", stamp_payload(st, 0)),
+            r#"[null,null,"t","e",{"t":1,"s":2,"p":3,"pad":"x}]x"}]"#.to_string(),
+        ];
+        for f in &good {
+            let (h, got) = decode_stamped(f).unwrap_or_else(|| panic!("not taken: {f}"));
+            let d = decode(f).unwrap();
+            assert!(same(&Ok(h), &Ok(decode(f).unwrap())), "{f}");
+            assert_eq!(parse_stamp(d.payload), Some(got), "{f}");
+        }
+        // the broadcast head shortcut and the general scan give the same head
+        assert_eq!(decode_stamped(&good[0]).unwrap().0.topic, "bench:0");
+        assert_eq!(decode_stamped(&good[4]).unwrap().0.topic, "aA");
+        let bad = [
+            r#"[null,null,"t","e",{"t":1,"s":2,"p":3},"extra"]"#,
+            r#"[null,null,"t","e",{"t":1,"s":2,"p":3,"pad":"a"},{"b":"c"}]"#,
+            r#"[null,null,"t","e",{"t":1,"s":2,"p":3}"#,
+            r#"[null,null,"t","e",{"t":1,"s":2,"p":3}] x"#,
+            r#"[null,null,"t","e",{"t":1,"s":2}]"#,
+            r#"[null,null,"t\q","e",{"t":1,"s":2,"p":3}]"#,
+            r#"[null,null,"t","e",{"t":1,"s":2,"p":3,"pad":"a\"b"}]"#,
+            r#"[null,null,"t","e",{"t":01,"s":2,"p":3}]"#,
+            r#"[null,null,"t","e",{"t":18446744073709551616,"s":2,"p":3}]"#,
+            r#"[null,null,"t","e"]"#,
+            r#"[null,null,"t",{"t":1,"s":2,"p":3}]"#,
+        ];
+        for f in bad {
+            assert!(decode_stamped(f).is_none(), "taken: {f}");
+        }
+        // wherever decode_stamped answers, decode + parse_stamp answer the same
+        for f in FRAMES {
+            if let Some((h, got)) = decode_stamped(f) {
+                let d = decode(f).unwrap();
+                assert!(same(&Ok(h), &Ok(d)), "{f}");
+                assert_eq!(parse_stamp(decode(f).unwrap().payload), Some(got));
+            }
+        }
+        // 19- and 20-digit numbers: the unchecked and the checked path
+        assert_eq!(read_uint(b"9999999999999999999", 0, u64::MAX), Some((9_999_999_999_999_999_999, 19)));
+        assert_eq!(read_uint(b"18446744073709551615,", 0, u64::MAX), Some((u64::MAX, 20)));
+        assert_eq!(read_uint(b"18446744073709551616", 0, u64::MAX), None);
+        assert_eq!(read_uint(b"4294967296", 0, u32::MAX as u64), None);
     }
 
     #[test]

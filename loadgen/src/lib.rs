@@ -6,9 +6,9 @@
 //! Modules, from the bottom up (each uses only modules above it in this list):
 //!
 //! - leaves: [`error`], [`flags`], [`frame`], [`hist`], [`rng`], [`sysinfo`], [`result`],
-//!   [`compare`], [`summarize`];
+//!   [`compare`], [`summarize`]; [`ws`], the WebSocket client (uses [`error`]);
 //! - [`engine`]: a worker's context, connection driver, run control and worker IPC;
-//!   [`local`]: per-connection accumulation of what is recorded per frame;
+//!   [`local`]: per-thread accumulation of what connections record per frame;
 //! - [`report`]: the JSON report (common part; a scenario adds its own);
 //! - [`scenario`]: the `Scenario` trait, the scenarios and their registry;
 //! - [`coord`]: runs any scenario (in process or as worker processes) and writes its report;
@@ -33,3 +33,4 @@ pub mod rng;
 pub mod scenario;
 pub mod summarize;
 pub mod sysinfo;
+pub mod ws;

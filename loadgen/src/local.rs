@@ -1,17 +1,19 @@
-//! Per-connection accumulation of what is recorded per received frame, merged into the
-//! worker's shared [`WorkerResult`] rarely: every [`BATCH`] buffered samples and when the
-//! connection ends (also when its task is aborted: the merge runs on drop). The per-frame path
-//! takes no lock and allocates nothing (the sample buffers are allocated once, at first use).
+//! Accumulation of what is recorded per received frame, merged into the worker's shared
+//! [`WorkerResult`] rarely: per runtime thread ([`Shards`], one uncontended lock each), every
+//! [`BATCH`] buffered samples and at the end of the run. A connection keeps nothing of it (no
+//! per-connection buffers: 19k connections would hold 19k of them), and the per-frame path
+//! hashes no name and takes no shared lock.
 //!
 //! Every recorded quantity merges exactly (counter sums, histogram counts, per-broadcast max and
 //! count), so the merged result equals recording every frame into the shared result directly.
 
+use crate::engine::ctx::{stripe, STRIPES};
 use crate::engine::Ctx;
 use crate::result::WorkerResult;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-/// Buffered samples per connection before they are merged (one lock per BATCH deliveries).
-pub const BATCH: usize = 64;
+/// Buffered samples per shard before they are merged (one lock of the result per BATCH).
+pub const BATCH: usize = 1024;
 /// "no timeline bucket" (delivery before the measurement phase)
 pub const NO_SEC: u32 = u32::MAX;
 /// Cap of tracked broadcasts (the `msgs` map) per worker.
@@ -51,6 +53,10 @@ impl Local {
     }
     pub fn error(&mut self, kind: &'static str) {
         bump(&mut self.errors, kind, 1);
+    }
+    /// Whether the sample buffers are due for a merge.
+    pub fn full(&self) -> bool {
+        self.deliveries.len() >= BATCH || self.samples.len() >= BATCH
     }
     /// Buffer a delivery; true when the buffers should be merged.
     #[inline]
@@ -106,65 +112,102 @@ pub fn record_deliveries(r: &mut WorkerResult, ds: &[Delivery]) {
             r.timeline_record(d.sec as usize, d.lat);
         }
     }
-    for d in ds {
-        *r.recv_per_stream.entry((d.key >> 32) as u32).or_default() += 1;
-    }
+    // a batch is mostly runs of one broadcast (one fan-out read by many connections of a
+    // thread): a run costs one map lookup
     let mut untracked = 0u64;
-    for d in ds {
+    let mut i = 0;
+    while i < ds.len() {
+        let key = ds[i].key;
+        let mut j = i + 1;
+        let mut mx = ds[i].lat;
+        while j < ds.len() && ds[j].key == key {
+            mx = mx.max(ds[j].lat);
+            j += 1;
+        }
+        let n = (j - i) as u32;
+        *r.recv_per_stream.entry((key >> 32) as u32).or_default() += n as u64;
         let tracked = r.msgs.len() < MAX_TRACKED_MSGS;
-        match r.msgs.get_mut(&d.key) {
+        match r.msgs.get_mut(&key) {
             Some(e) => {
-                e.0 = e.0.max(d.lat);
-                e.1 += 1;
+                e.0 = e.0.max(mx);
+                e.1 += n;
             }
             None if tracked => {
-                r.msgs.insert(d.key, (d.lat, 1));
+                r.msgs.insert(key, (mx, n));
             }
-            None => untracked += 1,
+            None => untracked += n as u64,
         }
+        i = j;
     }
     if untracked > 0 {
         r.add("msgs_untracked", untracked);
     }
 }
 
-/// A connection's [`Local`], merged into the worker's result when full and on drop.
+/// One [`Local`] per runtime thread (by [`stripe`]): a connection task records into the shard
+/// of the thread it runs on, under that shard's lock (taken by nobody else but the final
+/// flush, so uncontended).
+#[derive(Default)]
+pub struct Shards([Shard; STRIPES]);
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Shard(Mutex<Local>);
+
+impl Shards {
+    /// Record into this thread's shard; when its buffers are full they are merged into `rec`
+    /// (after the shard's lock is released: the two locks are never held together).
+    #[inline]
+    pub fn with<R>(&self, rec: &Mutex<WorkerResult>, f: impl FnOnce(&mut Local) -> R) -> R {
+        let (r, mut taken) = {
+            let mut l = self.0[stripe()].0.lock().unwrap_or_else(|e| e.into_inner());
+            let r = f(&mut l);
+            if !l.full() {
+                return r;
+            }
+            (r, std::mem::take(&mut *l))
+        };
+        taken.merge_into(&mut rec.lock().unwrap_or_else(|e| e.into_inner()));
+        r
+    }
+
+    /// Merge every shard into `rec` (at the end of a run, before the result is read).
+    pub fn flush_into(&self, rec: &Mutex<WorkerResult>) {
+        for s in &self.0 {
+            let mut taken = std::mem::take(&mut *s.0.lock().unwrap_or_else(|e| e.into_inner()));
+            if !taken.is_empty() {
+                taken.merge_into(&mut rec.lock().unwrap_or_else(|e| e.into_inner()));
+            }
+        }
+    }
+}
+
+/// What a connection records per frame, into its thread's shard of the worker's [`Ctx`].
 pub struct ConnRec {
     ctx: Arc<Ctx>,
-    pub local: Local,
 }
 
 impl ConnRec {
     pub fn new(ctx: Arc<Ctx>) -> Self {
-        ConnRec { ctx, local: Local::default() }
+        ConnRec { ctx }
+    }
+    /// Record several things under one lock of the shard.
+    #[inline]
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut Local) -> R) -> R {
+        self.ctx.shards.with(&self.ctx.rec, f)
     }
     pub fn add(&mut self, name: &'static str, n: u64) {
-        self.local.add(name, n);
+        self.with(|l| l.add(name, n))
     }
     pub fn error(&mut self, kind: &'static str) {
-        self.local.error(kind);
+        self.with(|l| l.error(kind))
     }
     #[inline]
     pub fn delivery(&mut self, d: Delivery) {
-        if self.local.delivery(d) {
-            self.flush();
-        }
+        self.with(|l| l.delivery(d));
     }
     pub fn sample(&mut self, hist: &'static str, v: u64) {
-        if self.local.sample(hist, v) {
-            self.flush();
-        }
-    }
-    pub fn flush(&mut self) {
-        if !self.local.is_empty() {
-            self.local.merge_into(&mut self.ctx.rec());
-        }
-    }
-}
-
-impl Drop for ConnRec {
-    fn drop(&mut self) {
-        self.flush();
+        self.with(|l| l.sample(hist, v));
     }
 }
 

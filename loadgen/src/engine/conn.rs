@@ -5,44 +5,36 @@
 use super::ctx::{Ctx, Phase};
 use crate::error::ConnError;
 use crate::frame;
-use futures_util::{SinkExt, StreamExt};
-use std::net::{Ipv4Addr, SocketAddr};
+use crate::ws::WsStream;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::WebSocketStream;
 
-pub type Ws = WebSocketStream<TcpStream>;
-
-async fn open_once(ctx: &Ctx, idx: usize, src: Option<Ipv4Addr>, query: &str) -> Result<Ws, ConnError> {
+async fn open_once(ctx: &Ctx, idx: usize, src: Option<Ipv4Addr>, query: &str, attempt: u32) -> Result<WsStream, ConnError> {
     let target = ctx.target(idx);
     let sock = TcpSocket::new_v4().map_err(|e| ConnError::from_io(&e))?;
-    if let Some(ip) = src {
-        sock.bind(SocketAddr::new(ip.into(), 0)).map_err(|e| ConnError::from_io(&e))?;
-    }
+    ctx.ports.bind(&sock, src, idx, attempt)?;
     let _ = sock.set_nodelay(true);
     let stream = sock.connect(target.addr).await.map_err(|e| ConnError::from_io(&e))?;
-    let _ = stream.set_nodelay(true);
-    let url = format!("{}?{}{}vsn=2.0.0", target.url, ctx.base_query, query);
-    let (ws, _resp) = tokio_tungstenite::client_async_with_config(url, stream, Some(ctx.ws_config))
-        .await
-        .map_err(|e| ConnError::from_ws(&e))?;
-    Ok(ws)
+    let path = format!("{}?{}{}vsn=2.0.0", target.path, ctx.base_query, query);
+    crate::ws::handshake(stream, &target.host, &path).await
 }
 
 /// Open a WebSocket for connection `idx` (global index) with retries and backoff. Connect
 /// latency is measured from the intended start time. Failures are counted by kind.
-pub async fn establish(ctx: &Ctx, idx: usize, intended: Instant, query: &str) -> Option<Ws> {
+pub async fn establish(ctx: &Ctx, idx: usize, intended: Instant, query: &str) -> Option<WsStream> {
     let src = ctx.src_ip(idx);
     let timeout = Duration::from_millis(ctx.common.connect_timeout_ms);
     let mut other_failures = 0u32;
     let mut backoff = Duration::from_millis(50);
+    let mut attempt = 0u32;
     loop {
         if *ctx.phase.borrow() == Phase::Close {
             return None;
         }
-        let kind = match tokio::time::timeout(timeout, open_once(ctx, idx, src, query)).await {
+        attempt += 1;
+        let kind = match tokio::time::timeout(timeout, open_once(ctx, idx, src, query, attempt - 1)).await {
             Ok(Ok(ws)) => {
                 ctx.rec().hist("connect").record(intended.elapsed().as_micros() as u64);
                 let ip = src.map(|s| s.to_string()).unwrap_or_else(|| "default".into());
@@ -69,15 +61,45 @@ pub async fn establish(ctx: &Ctx, idx: usize, intended: Instant, query: &str) ->
 
 /// A connection's refs and heartbeat state.
 pub struct Conn {
-    pub ws: Ws,
+    pub ws: WsStream,
     next_ref: u64,
-    hb_pending: Option<(u64, Instant)>,
+    /// Separate from `ws` so that a receive callback can answer heartbeat replies while `ws`
+    /// is borrowed by [`WsStream::recv`].
+    pub hb: Heartbeat,
     pub closed: bool,
 }
 
+/// The heartbeat in flight: (ref, sent at).
+#[derive(Default)]
+pub struct Heartbeat {
+    pending: Option<(u64, Instant)>,
+}
+
+/// Whether the ref text `s` is the decimal number `r` (as the ref was sent: no allocation).
+pub fn ref_is(s: &str, r: u64) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty() && b.len() <= 20 && (b[0] != b'0' || b.len() == 1) && b.iter().all(u8::is_ascii_digit) && s.parse::<u64>() == Ok(r)
+}
+
+impl Heartbeat {
+    /// Handle a heartbeat reply; true if the frame was one.
+    pub fn on_reply(&mut self, ctx: &Ctx, f: &frame::InFrame) -> bool {
+        if f.topic != "phoenix" || f.event != "phx_reply" {
+            return false;
+        }
+        if let (Some((r, at)), Some(fr)) = (self.pending, f.ref_.as_deref()) {
+            if ref_is(fr, r) {
+                ctx.rec().hist("heartbeat_rtt").record(at.elapsed().as_micros() as u64);
+                self.pending = None;
+            }
+        }
+        true
+    }
+}
+
 impl Conn {
-    pub fn new(ws: Ws) -> Self {
-        Conn { ws, next_ref: 1, hb_pending: None, closed: false }
+    pub fn new(ws: WsStream) -> Self {
+        Conn { ws, next_ref: 1, hb: Heartbeat::default(), closed: false }
     }
     pub fn make_ref(&mut self) -> u64 {
         let r = self.next_ref;
@@ -85,31 +107,22 @@ impl Conn {
         r
     }
     pub async fn send(&mut self, text: String) -> Result<(), ConnError> {
-        self.ws.send(Message::Text(text)).await.map_err(|e| ConnError::from_ws(&e))
+        self.ws.send_text(text).await
     }
     pub async fn heartbeat(&mut self, ctx: &Ctx) -> Result<(), ConnError> {
-        if self.hb_pending.take().is_some() {
+        if self.hb.pending.take().is_some() {
             ctx.rec().add("heartbeat_timeouts", 1);
         }
         let r = self.make_ref();
-        self.hb_pending = Some((r, Instant::now()));
+        self.hb.pending = Some((r, Instant::now()));
         self.send(frame::heartbeat(&r.to_string())).await
     }
     /// Handle a heartbeat reply; true if the frame was one.
     pub fn on_heartbeat_reply(&mut self, ctx: &Ctx, f: &frame::InFrame) -> bool {
-        if f.topic != "phoenix" || f.event != "phx_reply" {
-            return false;
-        }
-        if let (Some((r, at)), Some(fr)) = (self.hb_pending, f.ref_.as_deref()) {
-            if fr == r.to_string() {
-                ctx.rec().hist("heartbeat_rtt").record(at.elapsed().as_micros() as u64);
-                self.hb_pending = None;
-            }
-        }
-        true
+        self.hb.on_reply(ctx, f)
     }
-    pub async fn close(mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close(None)).await;
+    pub async fn close(self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.ws.close()).await;
     }
 }
 
@@ -121,24 +134,6 @@ pub fn heartbeat_timer(ctx: &Ctx, idx: usize) -> tokio::time::Interval {
     let mut iv = tokio::time::interval_at(first.into(), period);
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     iv
-}
-
-pub enum WsEvent {
-    Text(String),
-    Closed(ConnError),
-    Other,
-}
-
-pub fn classify(msg: Option<Result<Message, tungstenite::Error>>) -> WsEvent {
-    match msg {
-        Some(Ok(Message::Text(t))) => WsEvent::Text(t),
-        Some(Ok(Message::Binary(_))) => {
-            WsEvent::Other // the V2 binary serializer is not used by loadgen's pushes
-        }
-        Some(Ok(Message::Close(_))) | None => WsEvent::Closed(ConnError::ClosedByServer),
-        Some(Ok(_)) => WsEvent::Other,
-        Some(Err(e)) => WsEvent::Closed(ConnError::from_ws(&e)),
-    }
 }
 
 /// Join `topics` pipelined; returns, per topic, the join_ref if the join was ok.
@@ -163,49 +158,48 @@ pub async fn join_topics(
         pending.push((r, i, at));
     }
     let deadline = Instant::now() + Duration::from_millis(ctx.common.join_timeout_ms);
+    let hb = &mut conn.hb;
     while !pending.is_empty() {
-        let msg = match tokio::time::timeout_at(deadline.into(), conn.ws.next()).await {
-            Ok(m) => m,
+        // stop at the last join reply: later frames stay for the caller's loop
+        let got = conn.ws.recv_until(|t| {
+            let Ok(f) = frame::decode(t) else {
+                ctx.rec().error("frame:undecodable");
+                return false;
+            };
+            if f.event == "phx_reply" {
+                if let Some(pos) =
+                    pending.iter().position(|(r, i, _)| f.ref_.as_deref().is_some_and(|fr| ref_is(fr, *r)) && f.topic == topics[*i])
+                {
+                    let (r, i, at) = pending.swap_remove(pos);
+                    match frame::reply_status(f.payload).as_deref() {
+                        Some("ok") => {
+                            ctx.rec().hist("join").record(at.elapsed().as_micros() as u64);
+                            out[i] = Some(r);
+                        }
+                        Some(s) => ctx.rec().error(&format!("join:{s}")),
+                        None => ctx.rec().error("join:bad_reply"),
+                    }
+                    return pending.is_empty();
+                }
+            }
+            if !hb.on_reply(ctx, &f) {
+                other(&f, t);
+            }
+            false
+        });
+        match tokio::time::timeout_at(deadline.into(), got).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(k)) => {
+                ctx.rec().error(&format!("join:{k}"));
+                conn.closed = true;
+                return out;
+            }
             Err(_) => {
                 for _ in &pending {
                     ctx.rec().error("join:timeout");
                 }
                 return out;
             }
-        };
-        match classify(msg) {
-            WsEvent::Text(t) => {
-                let Ok(f) = frame::decode(&t) else {
-                    ctx.rec().error("frame:undecodable");
-                    continue;
-                };
-                if f.event == "phx_reply" {
-                    if let Some(pos) = pending.iter().position(|(r, i, _)| {
-                        f.ref_.as_deref() == Some(r.to_string().as_str()) && f.topic == topics[*i]
-                    }) {
-                        let (r, i, at) = pending.swap_remove(pos);
-                        match frame::reply_status(f.payload).as_deref() {
-                            Some("ok") => {
-                                ctx.rec().hist("join").record(at.elapsed().as_micros() as u64);
-                                out[i] = Some(r);
-                            }
-                            Some(s) => ctx.rec().error(&format!("join:{s}")),
-                            None => ctx.rec().error("join:bad_reply"),
-                        }
-                        continue;
-                    }
-                }
-                if conn.on_heartbeat_reply(ctx, &f) {
-                    continue;
-                }
-                other(&f, &t);
-            }
-            WsEvent::Closed(k) => {
-                ctx.rec().error(&format!("join:{k}"));
-                conn.closed = true;
-                return out;
-            }
-            WsEvent::Other => {}
         }
     }
     out
@@ -215,14 +209,4 @@ pub async fn join_topics(
 pub async fn phase_changed(mut rx: watch::Receiver<Phase>) -> (Result<(), watch::error::RecvError>, watch::Receiver<Phase>) {
     let r = rx.changed().await;
     (r, rx)
-}
-
-/// `ws.next()` under a name that reads well in select!.
-pub trait NextMsg {
-    fn next_msg(&mut self) -> futures_util::stream::Next<'_, Ws>;
-}
-impl NextMsg for Ws {
-    fn next_msg(&mut self) -> futures_util::stream::Next<'_, Ws> {
-        futures_util::StreamExt::next(self)
-    }
 }

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use super::ports::Ports;
+use crate::local::Shards;
 
 pub fn now_unix_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
@@ -43,13 +44,13 @@ pub enum Phase {
 #[derive(Default)]
 pub struct Striped([Slot; STRIPES]);
 
-const STRIPES: usize = 16;
+pub(crate) const STRIPES: usize = 16;
 
 #[derive(Default)]
 #[repr(align(128))]
 struct Slot(AtomicU64);
 
-fn stripe() -> usize {
+pub(crate) fn stripe() -> usize {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     thread_local!(static MINE: usize = (NEXT.fetch_add(1, Relaxed) as usize) % STRIPES);
     MINE.with(|m| *m)
@@ -104,6 +105,10 @@ pub struct Target {
     pub addr: SocketAddr,
     /// ws://host:port/path (no query)
     pub url: String,
+    /// the `Host` header: host, or host:port as in the URL
+    pub host: String,
+    /// the path, from `/` (no query)
+    pub path: String,
 }
 
 /// Parse `ws://host:port/path` and resolve host:port.
@@ -121,8 +126,9 @@ pub async fn resolve_target(url: &str) -> Result<Target, SetupError> {
         .map_err(|source| SetupError::Resolve { host: hp.clone(), source })?
         .find(|a| a.is_ipv4())
         .ok_or_else(|| SetupError::NoIpv4 { host: hp.clone() })?;
-    let url = format!("ws://{hostport}{}", path.split('?').next().unwrap_or("/"));
-    Ok(Target { addr, url })
+    let path = path.split('?').next().unwrap_or("/").to_string();
+    let url = format!("ws://{hostport}{path}");
+    Ok(Target { addr, url, host: hostport.to_string(), path })
 }
 
 /// Query-string encoding of one component (encodeURIComponent).
@@ -144,10 +150,14 @@ pub struct Ctx {
     /// `targets[i % len]`.
     pub targets: Vec<Target>,
     pub src_ips: Vec<Ipv4Addr>,
-    pub ws_config: WebSocketConfig,
+    /// local port choice (see `ports`)
+    pub ports: Ports,
     /// base query (connect params), each "k=v&"
     pub base_query: String,
     pub rec: Mutex<WorkerResult>,
+    /// per-thread buffers of what connections record per received frame, merged into `rec`
+    /// in batches and at the end (see `local`)
+    pub shards: Shards,
     pub prog: Progress,
     pub phase: watch::Sender<Phase>,
     pub t0: Instant,
@@ -182,12 +192,8 @@ impl Ctx {
             let (k, v) = p.split_once('=').ok_or_else(|| SetupError::BadParam(p.clone()))?;
             base_query.push_str(&format!("{}={}&", uri_component(k), uri_component(v)));
         }
-        // small buffers: one process holds ~19k sockets
-        let mut ws_config = WebSocketConfig::default();
-        ws_config.write_buffer_size = 0;
-        ws_config.max_write_buffer_size = 1 << 20;
-        ws_config.max_message_size = Some(64 << 20);
-        ws_config.max_frame_size = Some(64 << 20);
+        // the same start in the port range for every worker process of a run, another per run
+        let ports = Ports::from_system(src_ips.len(), t0_unix);
         let t0 = instant_at_unix(t0_unix);
         let ramp_deadline = t0 + Duration::from_secs_f64(common.ramp_timeout);
         let (phase, _) = watch::channel(Phase::Ramp);
@@ -195,9 +201,10 @@ impl Ctx {
             common,
             targets,
             src_ips,
-            ws_config,
+            ports,
             base_query,
             rec: Mutex::new(WorkerResult::default()),
+            shards: Shards::default(),
             prog: Progress::default(),
             phase,
             t0,
@@ -210,6 +217,11 @@ impl Ctx {
 
     pub fn rec(&self) -> std::sync::MutexGuard<'_, WorkerResult> {
         self.rec.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Merge what the per-thread shards hold into the result.
+    pub fn flush_shards(&self) {
+        self.shards.flush_into(&self.rec);
     }
 
     /// The node connection `global_idx` opens on.

@@ -108,6 +108,8 @@ pub async fn run_worker(ctx: Arc<Ctx>, workload: Arc<dyn Workload>, mut ctl: Con
     if let Some(p) = progress_task {
         p.abort();
     }
+    // what the connections recorded per frame, still in the per-thread shards
+    ctx.flush_shards();
     let health_end = sysinfo::sample_self();
     let mut r = std::mem::take(&mut *ctx.rec());
     r.procs.push(ProcInfo {

@@ -4,7 +4,7 @@
 //! the [`Role`]s it assigns and two [`PubSub`] switches. Also the delivery part of the report,
 //! shared by fanout and chat.
 
-use crate::engine::{classify, establish, heartbeat_timer, join_topics, now_unix_us, phase_changed, Conn, Ctx, NextMsg, Phase, Workload, WsEvent};
+use crate::engine::{establish, heartbeat_timer, join_topics, now_unix_us, phase_changed, Conn, Ctx, Heartbeat, Phase, Workload};
 use crate::error::ConnError;
 use crate::frame::{self, Stamp};
 use crate::hist::Hist;
@@ -85,42 +85,53 @@ struct State {
     /// (name, topic index, record deliveries, join_ref)
     topics: Vec<(String, u32, bool, Option<u64>)>,
     go_unix: u64,
-    /// what this connection recorded per frame, merged into the worker's result in batches
+    /// what this connection records per frame (into its thread's shard)
     rec: ConnRec,
 }
 
 impl PubSub {
-    fn record_delivery(&self, ctx: &Ctx, st: &mut State, stamp: Stamp) {
-        let now = now_unix_us();
+    /// A stamped broadcast received at `now` (unix µs).
+    fn record_delivery(&self, ctx: &Ctx, st: &mut State, stamp: Stamp, now: u64) {
         let lat = now.saturating_sub(stamp.t);
         let seen = st.tracks.observe(stamp.p, stamp.s);
         ctx.prog.deliveries.add(1);
         ctx.prog.last_delivery_us.store_max(now);
         ctx.prog.max_delivery_latency_us.store_max(lat);
-        st.rec.add("deliveries", 1);
-        match seen {
-            Seen::Duplicate => {
-                st.rec.add("duplicated", 1);
-                ctx.prog.duplicated.add(1);
-                return;
-            }
-            Seen::OutOfOrder => st.rec.add("out_of_order", 1),
-            Seen::Overflow => st.rec.add("tracking_overflow", 1),
-            Seen::InOrder => {}
+        if seen == Seen::Duplicate {
+            ctx.prog.duplicated.add(1);
         }
         let sec = if st.go_unix > 0 { (stamp.t.saturating_sub(st.go_unix) / 1_000_000).min(NO_SEC as u64 - 1) as u32 } else { NO_SEC };
-        st.rec.delivery(Delivery { key: ((stamp.p as u64) << 32) | stamp.s as u64, lat, sec });
+        // one lock of the thread's shard for everything this delivery records
+        st.rec.with(|l| {
+            l.add("deliveries", 1);
+            match seen {
+                Seen::Duplicate => {
+                    l.add("duplicated", 1);
+                    return;
+                }
+                Seen::OutOfOrder => l.add("out_of_order", 1),
+                Seen::Overflow => l.add("tracking_overflow", 1),
+                Seen::InOrder => {}
+            }
+            l.delivery(Delivery { key: ((stamp.p as u64) << 32) | stamp.s as u64, lat, sec });
+        });
     }
 
-    fn on_text(&self, ctx: &Ctx, conn: &mut Conn, st: &mut State, text: &str) {
-        let f = match frame::decode(text) {
-            Ok(f) => f,
-            Err(_) => {
-                st.rec.error("frame:undecodable");
-                return;
-            }
+    /// One text frame. `now` caches the receive time (unix µs) for the frames of one read
+    /// (0 until a delivery needs it): they arrived together.
+    fn on_text(&self, ctx: &Ctx, hb: &mut Heartbeat, st: &mut State, text: &str, now: &mut u64) {
+        // the common case first: a broadcast of ours, head and stamp read in one pass
+        let (f, stamp) = match frame::decode_stamped(text) {
+            Some((f, s)) => (f, Some(s)),
+            None => match frame::decode(text) {
+                Ok(f) => (f, None),
+                Err(_) => {
+                    st.rec.error("frame:undecodable");
+                    return;
+                }
+            },
         };
-        if conn.on_heartbeat_reply(ctx, &f) {
+        if hb.on_reply(ctx, &f) {
             return;
         }
         if f.event == self.event.as_str() {
@@ -138,8 +149,13 @@ impl PubSub {
                 st.rec.add("deliveries_join_failed", 1);
                 return;
             }
-            match frame::parse_stamp(f.payload) {
-                Some(s) => self.record_delivery(ctx, st, s),
+            match stamp.or_else(|| frame::parse_stamp(f.payload)) {
+                Some(s) => {
+                    if *now == 0 {
+                        *now = now_unix_us();
+                    }
+                    self.record_delivery(ctx, st, s, *now)
+                }
                 None => st.rec.add("frames_unstamped", 1),
             }
             return;
@@ -276,12 +292,11 @@ impl PubSub {
                 pub_sleep.as_mut().reset(next_pub.unwrap().into());
                 armed = next_pub;
             }
+            let mut now = 0u64;
             tokio::select! {
-                msg = conn.ws.next_msg() => match classify(msg) {
-                    WsEvent::Text(t) => self.on_text(&ctx, &mut conn, &mut st, &t),
-                    WsEvent::Closed(k) => { closed_reason = Some(k); break; }
-                    WsEvent::Other => {}
-                },
+                r = conn.ws.recv(|t| self.on_text(&ctx, &mut conn.hb, &mut st, t, &mut now)) => {
+                    if let Err(k) = r { closed_reason = Some(k); break; }
+                }
                 _ = hb.tick() => {
                     if let Err(k) = conn.heartbeat(&ctx).await { closed_reason = Some(k); break; }
                 }
@@ -346,7 +361,6 @@ impl PubSub {
             if !st.outstanding.is_empty() {
                 r.add("push_unreplied", st.outstanding.len() as u64);
             }
-            st.rec.local.merge_into(&mut r);
         }
         conn.close().await;
     }

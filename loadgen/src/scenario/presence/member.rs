@@ -4,11 +4,11 @@
 
 use super::model::{parse_diff, parse_presences, PresenceView};
 use super::rooms::{member_key, PresenceSc};
-use crate::engine::{classify, establish, heartbeat_timer, instant_at_unix, now_unix_us, uri_component, Conn, Ctx, Phase, WsEvent};
+use crate::engine::conn::ref_is;
+use crate::engine::{establish, heartbeat_timer, instant_at_unix, now_unix_us, uri_component, Conn, Ctx, Phase};
 use crate::error::ConnError;
 use crate::frame;
 use crate::local::ConnRec;
-use futures_util::StreamExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ impl PresenceSc {
         let key = member_key(room, m);
         let topic = format!("{}{}", self.prefix, room);
         let observer = m < self.observers;
-        // per-frame counters, merged into the worker's result in batches and at the end
+        // per-frame counters (into the thread's shard, merged into the worker's result)
         let mut lrec = ConnRec::new(ctx.clone());
         let intended = ctx.ramp_slot(slot);
         tokio::time::sleep_until(intended.into()).await;
@@ -85,41 +85,44 @@ impl PresenceSc {
         loop {
             let jd = join_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let ra = rejoin_at.map(|x| x.0).unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let hb_state = &mut conn.hb;
             tokio::select! {
-                msg = conn.ws.next() => match classify(msg) {
-                    WsEvent::Text(text) => {
-                        let Ok(f) = frame::decode(&text) else { lrec.error("frame:undecodable"); continue };
-                        if conn.on_heartbeat_reply(&ctx, &f) { continue; }
-                        if f.topic != topic.as_str() { lrec.add("frames_unknown_topic", 1); continue; }
+                r = conn.ws.recv(|text: &str| {
+                        let Ok(f) = frame::decode(text) else { lrec.error("frame:undecodable"); return };
+                        if hb_state.on_reply(&ctx, &f) { return; }
+                        if f.topic != topic.as_str() { lrec.add("frames_unknown_topic", 1); return; }
                         // isMember: drop frames stamped with an outdated join_ref
-                        let cur = join_ref.map(|j| j.to_string());
-                        let stale = match (&f.join_ref, &cur) {
-                            (Some(fj), Some(c)) => !fj.is_empty() && fj.as_ref() != c.as_str(),
+                        let stale = match (&f.join_ref, join_ref) {
+                            (Some(fj), Some(c)) => !fj.is_empty() && !ref_is(fj, c),
                             (Some(fj), None) => !fj.is_empty(),
                             _ => false,
                         };
+                        // the reply to the current join
+                        let current_ref = match (f.ref_.as_deref(), join_ref) {
+                            (Some(r), Some(j)) => ref_is(r, j),
+                            (None, None) => true,
+                            _ => false,
+                        };
                         match f.event.as_ref() {
-                            "phx_reply" => {
-                                if !stale && join_sent.is_some() && f.ref_.as_deref() == cur.as_deref() {
-                                    let (at, ramp) = join_sent.take().unwrap();
-                                    join_deadline = None;
-                                    match frame::reply_status(f.payload).as_deref() {
-                                        Some("ok") => {
-                                            joined = true;
-                                            ctx.rec().hist(if ramp { "join" } else { "rejoin" }).record(at.elapsed().as_micros() as u64);
-                                            settle(true, &mut ramp_pending);
-                                            if !ramp { self.track(pos).busy[m] = false; }
-                                        }
-                                        s => {
-                                            ctx.rec().error(&format!("join:{}", s.unwrap_or("bad_reply")));
-                                            let mut t = self.track(pos);
-                                            t.present[m] = false;
-                                            t.busy[m] = false;
-                                            drop(t);
-                                            join_ref = None;
-                                            state_wait = None;
-                                            settle(false, &mut ramp_pending);
-                                        }
+                            "phx_reply" if !stale && join_sent.is_some() && current_ref => {
+                                let (at, ramp) = join_sent.take().unwrap();
+                                join_deadline = None;
+                                match frame::reply_status(f.payload).as_deref() {
+                                    Some("ok") => {
+                                        joined = true;
+                                        ctx.rec().hist(if ramp { "join" } else { "rejoin" }).record(at.elapsed().as_micros() as u64);
+                                        settle(true, &mut ramp_pending);
+                                        if !ramp { self.track(pos).busy[m] = false; }
+                                    }
+                                    s => {
+                                        ctx.rec().error(&format!("join:{}", s.unwrap_or("bad_reply")));
+                                        let mut t = self.track(pos);
+                                        t.present[m] = false;
+                                        t.busy[m] = false;
+                                        drop(t);
+                                        join_ref = None;
+                                        state_wait = None;
+                                        settle(false, &mut ramp_pending);
                                     }
                                 }
                             }
@@ -151,7 +154,7 @@ impl PresenceSc {
                                 lrec.add("presence_diff_bytes", f.payload.get().len() as u64);
                                 if go_unix > 0 { lrec.add("presence_diff_frames_measured", 1); }
                                 if let Some(v) = view.as_mut() {
-                                    if !joined && join_ref.is_none() { continue; }
+                                    if !joined && join_ref.is_none() { return; }
                                     match parse_diff(f.payload.get()) {
                                         Ok(d) => {
                                             let ts = v.on_diff(d);
@@ -170,10 +173,9 @@ impl PresenceSc {
                             }
                             _ => {}
                         }
-                    }
-                    WsEvent::Closed(k) => { closed_reason = Some(k); break; }
-                    WsEvent::Other => {}
-                },
+                }) => {
+                    if let Err(k) = r { closed_reason = Some(k); break; }
+                }
                 _ = hb.tick() => {
                     if let Err(k) = conn.heartbeat(&ctx).await { closed_reason = Some(k); break; }
                 }
@@ -275,7 +277,6 @@ impl PresenceSc {
         } else if !ramp_pending {
             ctx.prog.open.fetch_sub(1, Relaxed);
         }
-        lrec.flush();
         conn.close().await;
     }
 }

@@ -71,6 +71,16 @@ impl Show {
     }
 }
 
+/// The server's fan-out histogram (its `/metrics`), off the runtime's threads.
+async fn sample_fanout(common: &Common) -> Option<crate::scrape::Histo> {
+    let url = match common.server_metrics.as_deref() {
+        Some("none") | Some("") => return None,
+        Some(u) => u.to_string(),
+        None => crate::scrape::metrics_url_for(&common.url)?,
+    };
+    tokio::task::spawn_blocking(move || crate::scrape::fanout(Some(&url))).await.ok().flatten()
+}
+
 fn sample_server(pid: Option<u32>) -> Option<sysinfo::ProcSample> {
     pid.and_then(|p| sysinfo::sample(&p.to_string()))
 }
@@ -152,6 +162,7 @@ async fn run_in_process(
     server.ready = sample_server(common.server_pid);
     server.machine[1] = sysinfo::machine_cpu();
     sample_server_fds(common.server_pid, server);
+    server.fanout[0] = sample_fanout(common).await;
     let go = now_unix_us() + 100_000;
     server.go = sample_server(common.server_pid);
     server.machine[2] = sysinfo::machine_cpu();
@@ -163,6 +174,7 @@ async fn run_in_process(
         }
     }
     server.end = sample_server(common.server_pid);
+    server.fanout[1] = sample_fanout(common).await;
     server.machine[3] = sysinfo::machine_cpu();
     (&mut worker).await.map_err(RunError::WorkerFailed)
 }
@@ -197,6 +209,7 @@ async fn run_children(common: &Common, procs: u32, t0: u64, show: &Show, server:
                         if drained.iter().all(|d| *d) {
                             server.end = sample_server(common.server_pid);
                             server.machine[3] = sysinfo::machine_cpu();
+                            server.fanout[1] = sample_fanout(common).await;
                         }
                     }
                     FromWorker::Result(r) => results[i] = Some(*r),
@@ -211,6 +224,7 @@ async fn run_children(common: &Common, procs: u32, t0: u64, show: &Show, server:
                     server.ready = sample_server(common.server_pid);
                     server.machine[1] = sysinfo::machine_cpu();
                     sample_server_fds(common.server_pid, server);
+                    server.fanout[0] = sample_fanout(common).await;
                     let go = now_unix_us() + 200_000;
                     server.go = sample_server(common.server_pid);
                     server.machine[2] = sysinfo::machine_cpu();
@@ -230,6 +244,7 @@ async fn run_children(common: &Common, procs: u32, t0: u64, show: &Show, server:
     if server.end.is_none() {
         server.end = sample_server(common.server_pid);
         server.machine[3] = sysinfo::machine_cpu();
+        server.fanout[1] = sample_fanout(common).await;
     }
     Ok(merged)
 }

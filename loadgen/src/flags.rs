@@ -60,6 +60,12 @@ pub struct Common {
     /// Server process id: its RSS and CPU are sampled from /proc/PID/{stat,status}.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The server's Prometheus metrics, read at the start and end of the measured phase for
+    /// its own fan-out completion time (`phx_broker_fanout_completion_seconds`; a server
+    /// without it reports nothing). Default: `http://HOST:PORT/metrics` of the first --url;
+    /// `none` to not ask.
+    #[arg(long)]
+    pub server_metrics: Option<String>,
     /// Write the JSON report (schema_version 1) to this file.
     #[arg(long)]
     pub out: Option<String>,

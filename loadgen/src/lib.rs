@@ -6,7 +6,8 @@
 //! Modules, from the bottom up (each uses only modules above it in this list):
 //!
 //! - leaves: [`error`], [`flags`], [`frame`], [`hist`], [`rng`], [`sysinfo`], [`result`],
-//!   [`compare`], [`summarize`]; [`ws`], the WebSocket client (uses [`error`]);
+//!   [`compare`], [`summarize`], [`scrape`] (the server's fan-out time from its `/metrics`);
+//!   [`ws`], the WebSocket client (uses [`error`]);
 //! - [`engine`]: a worker's context, connection driver, run control and worker IPC;
 //!   [`local`]: per-thread accumulation of what connections record per frame;
 //! - [`report`]: the JSON report (common part; a scenario adds its own);
@@ -31,6 +32,7 @@ pub mod report;
 pub mod result;
 pub mod rng;
 pub mod scenario;
+pub mod scrape;
 pub mod summarize;
 pub mod sysinfo;
 pub mod ws;

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 pub const SCHEMA_VERSION: u64 = 1;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct ServerSamples {
     /// before the ramp
     pub start: Option<ProcSample>,
@@ -24,6 +24,8 @@ pub struct ServerSamples {
     /// the whole machine's CPU (/proc/stat) at start, ready, go and end: other processes
     /// compete for the same CPUs
     pub machine: [Option<crate::sysinfo::MachineCpu>; 4],
+    /// The server's fan-out completion histogram at go and at end (its `/metrics`).
+    pub fanout: [Option<crate::scrape::Histo>; 2],
 }
 
 /// A share of CPU above this (of the cores a process could use) counts as saturated.
@@ -244,6 +246,22 @@ pub fn build(run: RunInfo<'_>, r: &WorkerResult, scenario_part: impl FnOnce(&Wor
             host_share(&mut m, &mut warnings, cpus, "measure", cpu as f64 / 1e6, lg_measure_cpu_s, measure_window_s);
         }
         server_json = Value::Object(s);
+    }
+    // the server's own time from a broadcast's receipt to its last write (its /metrics),
+    // over the measured phase; quantiles interpolated inside the server's buckets
+    if let (Some(a), Some(b)) = (&server.fanout[0], &server.fanout[1]) {
+        let d = b.since(a);
+        if d.count > 0.0 {
+            m.put("server_fanout_completions", d.count, "count", "info");
+            if let Some(x) = d.mean() {
+                m.put("server_fanout_complete_mean_ms", x * 1e3, "ms", "info");
+            }
+            for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+                if let Some(x) = d.quantile(q) {
+                    m.put(&format!("server_fanout_complete_{name}_ms"), x * 1e3, "ms", "info");
+                }
+            }
+        }
     }
 
     let mut hists = Map::new();

@@ -51,6 +51,16 @@ fn check_fanout(url: &str, procs: &str, tag: &str) {
     assert_eq!(metric(&r, "connections_established"), 42.0);
     assert_eq!(r["per_process"].as_array().unwrap().len(), procs.parse::<usize>().unwrap());
     assert!(r["histograms"]["delivery"]["count"].as_u64().unwrap() == 600);
+    if tag == "broker" {
+        // the broker's own fan-out completion time, read from its /metrics at go and at end:
+        // one per broadcast of the measured phase
+        assert_eq!(metric(&r, "server_fanout_completions"), 60.0, "{text}");
+        let p99 = metric(&r, "server_fanout_complete_p99_ms");
+        assert!(p99 > 0.0 && p99 < 10_000.0, "server fan-out p99 {p99} ms\n{text}");
+    } else {
+        // the test relay has no such metric: nothing is reported
+        assert!(r["metrics"].get("server_fanout_completions").is_none(), "{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

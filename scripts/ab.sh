@@ -11,8 +11,8 @@ RUNS="${RUNS:-3}"
 OUT="${OUT:-/tmp/ab}"
 A_BIN="${A_BIN:?A_BIN: the baseline broker binary}"
 B_BIN="${B_BIN:-${CARGO_TARGET_DIR:-target}/release/broker}"
-ONLY="${ONLY:-fanout-19k-1topic fanout-19k-single-broadcasts fanout-19k-60-per-s chat-1k-rooms-of-10 presence-churn-2000-room connect-storm-19k}"
-LG="${CARGO_TARGET_DIR:-target}/release/loadgen"
+ONLY="${ONLY:-fanout-19k-1topic fanout-19k-single-broadcasts fanout-19k-60-per-s chat-1k-rooms-of-10 presence-churn-10000-room connect-storm-19k}"
+LG="${LOADGEN_BIN:-${CARGO_TARGET_DIR:-target}/release/loadgen}"
 mkdir -p "$OUT/a" "$OUT/b"
 for run in $(seq 1 "$RUNS"); do
   for label in $ONLY; do

@@ -26,9 +26,11 @@ RUNS="${RUNS:-5}"
 OUT="${OUT:-bench-results}"
 SCALE="${SCALE:-1}"
 ONLY="${ONLY:-}"
-# A 10,000-member room is O(n^2) presence traffic during the ramp; on this 2-core machine
-# (loadgen and broker sharing the cores) it overloads both: use PRESENCE_ROOM=10000 to try it.
-PRESENCE_ROOM="${PRESENCE_ROOM:-2000}"
+# The presence room: 10,000 members, 100 leave+rejoin per second (200 joins+leaves/s). Its ramp
+# moves O(n^2) presence bytes (every member learns of every other once, by presence_state or by
+# presence_diff); PRESENCE_ROOM=2000 for the smaller room of earlier results.
+PRESENCE_ROOM="${PRESENCE_ROOM:-10000}"
+PRESENCE_CHURN="${PRESENCE_CHURN:-100}"
 mkdir -p "$OUT"
 
 # built one package at a time: building both in one command unifies features and rebuilds deps
@@ -76,7 +78,7 @@ SUITE=(
   "fanout-19k-single-broadcasts|fanout -n $(n 19000) --topics 1 --publishers 1 --rate 1 --duration 10 --connect-rate 4000 --drain 10"
   "fanout-19k-60-per-s|fanout -n $(n 19000) --topics 1 --publishers 1 --rate 60 --duration 10 --connect-rate 4000 --drain 20"
   "chat-1k-rooms-of-10|chat --rooms $(n 1000) -k 10 --post-interval-ms 2000 --duration 10 --connect-rate 4000"
-  "presence-churn-$(n "$PRESENCE_ROOM")-room|presence --rooms 1 -k $(n "$PRESENCE_ROOM") --observers 10 --churn-rate 20 --rejoin-delay-ms 200 --duration 10 --connect-rate 2000 --ramp-timeout 240 --drain 10"
+  "presence-churn-$(n "$PRESENCE_ROOM")-room|presence --rooms 1 -k $(n "$PRESENCE_ROOM") --observers 10 --churn-rate $PRESENCE_CHURN --rejoin-delay-ms 200 --duration 10 --connect-rate 1000 --ramp-timeout 240 --drain 10"
   "connect-storm-19k|connect -n $(n 19000) --joins-per-conn 1 --topics 100 --connect-rate 10000 --duration 2"
 )
 

@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 pub trait Workload: Send + Sync + 'static {
     /// Spawn the local connection tasks; returns how many connections this worker opens.
     fn spawn(self: Arc<Self>, ctx: &Arc<Ctx>, tasks: &mut tokio::task::JoinSet<()>) -> usize;
+    /// True once what the ramp set in motion has arrived (e.g. every presence observer's view
+    /// holds the whole room): the measured phase starts after it, not in the ramp's backlog.
+    fn settled(&self, _ctx: &Ctx) -> bool {
+        true
+    }
     /// Called once the measurement phase starts (e.g. churn driver).
     fn on_go(self: Arc<Self>, _ctx: &Arc<Ctx>, _tasks: &mut tokio::task::JoinSet<()>) {}
     /// True when nothing is in flight any more (drain can stop early).
@@ -57,6 +62,16 @@ pub async fn run_worker(ctx: Arc<Ctx>, workload: Arc<dyn Workload>, mut ctl: Con
             r.add("connections_unsettled_at_ramp_deadline", unsettled);
         }
     }
+    // settle: the ramp's backlog delivered (bounded by the ramp deadline, and 60 s)
+    let settle_from = Instant::now();
+    let settle_deadline = ctx.ramp_deadline.max(settle_from).min(settle_from + Duration::from_secs(60));
+    while !workload.settled(&ctx) && Instant::now() < settle_deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !workload.settled(&ctx) {
+        ctx.rec().add("unsettled_at_go", 1);
+    }
+    ctx.rec().hist("settle").record(settle_from.elapsed().as_micros() as u64);
     let rss_ready = sysinfo::sample_self();
     ctl.ready().await;
     let go_unix = ctl.wait_go().await;

@@ -141,6 +141,7 @@ impl PresenceSc {
                                             let done = {
                                                 let mut t = self.track(pos);
                                                 t.established[m] = true;
+                                                t.view_len[m] = v.len();
                                                 t.on_transitions(room, m, &ts, now)
                                             };
                                             self.record_done(&ctx, done, go_unix);
@@ -158,9 +159,12 @@ impl PresenceSc {
                                     match parse_diff(f.payload.get()) {
                                         Ok(d) => {
                                             let ts = v.on_diff(d);
+                                            let mut t = self.track(pos);
+                                            t.view_len[m] = v.len();
                                             if !ts.is_empty() {
                                                 let now = now_unix_us();
-                                                let done = self.track(pos).on_transitions(room, m, &ts, now);
+                                                let done = t.on_transitions(room, m, &ts, now);
+                                                drop(t);
                                                 self.record_done(&ctx, done, go_unix);
                                             }
                                         }

@@ -105,6 +105,12 @@ impl Scenario for PresenceArgs {
         m.put("final_view_mismatches", c("final_view_mismatches") as f64, "count", "lower");
         m.lat("presence_state", r.hists.get("presence_state"), Q_SHORT);
         m.lat("ramp_presence_state", r.hists.get("ramp_presence_state"), Q_SHORT);
+        // from all joined to every observer's view holding the whole room (the ramp's
+        // presence_state and presence_diff backlog delivered); the measured phase starts after
+        m.lat("ramp_settle", r.hists.get("settle"), Q_SHORT);
+        if c("unsettled_at_go") > 0 {
+            problems.push("the ramp's presence traffic had not arrived at the observers by the settle deadline: the measured phase started in its backlog".into());
+        }
         if let Some(h) = r.hists.get("presence_state_bytes").or(r.hists.get("ramp_presence_state_bytes")) {
             m.put("presence_state_bytes_p50", h.q(0.5) as f64, "bytes", "info");
             m.put("presence_state_bytes_max", h.q(1.0) as f64, "bytes", "info");
@@ -181,7 +187,10 @@ impl Workload for PresenceSc {
                 let m = sc.observers + rng.below(sc.room_size - sc.observers);
                 let ok = {
                     let mut t = sc.track(pos);
-                    if t.present[m] && !t.busy[m] {
+                    // not while its last change is still on its way to an observer: a second
+                    // change of the same kind would replace that one's measurement
+                    let settled = !t.events.contains_key(&(m as u32, false)) && !t.events.contains_key(&(m as u32, true));
+                    if t.present[m] && !t.busy[m] && settled {
                         t.busy[m] = true;
                         true
                     } else {
@@ -195,6 +204,10 @@ impl Workload for PresenceSc {
                 ctx.rec().add(if sent { "churn_ops" } else { "churn_skipped_busy" }, 1);
             }
         });
+    }
+
+    fn settled(&self, _ctx: &Ctx) -> bool {
+        (0..self.tracks.len()).all(|p| self.track(p).views_complete())
     }
 
     fn drained(&self, _ctx: &Ctx) -> bool {
@@ -271,7 +284,7 @@ mod tests {
     fn superseded_events_are_counted_and_reported() {
         use rooms::RoomTrack;
         let a = args(&["--rooms", "1", "-k", "3", "--observers", "2"]);
-        let mut t = RoomTrack { present: vec![true; 3], busy: vec![false; 3], established: vec![true, true], events: Default::default() };
+        let mut t = RoomTrack { present: vec![true; 3], busy: vec![false; 3], established: vec![true, true], view_len: vec![0, 0], events: Default::default() };
         let mut r = WorkerResult::default();
         r.add("churn_ops", 2);
         assert_eq!(t.start_event(2, false, 100), None);

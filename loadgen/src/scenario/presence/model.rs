@@ -118,23 +118,32 @@ impl PresenceView {
     }
 }
 
+/// The keys a sync touched, with their refs before it.
 #[derive(Default)]
-struct Touched(HashMap<String, bool>);
+struct Touched(HashMap<String, Option<Vec<String>>>);
 impl Touched {
     fn note(&mut self, state: &HashMap<String, Vec<String>>, key: &str) {
         if !self.0.contains_key(key) {
-            self.0.insert(key.to_string(), state.contains_key(key));
+            self.0.insert(key.to_string(), state.get(key).cloned());
         }
     }
+    /// A key that appeared or disappeared; and a key whose every meta was replaced as both a
+    /// leave and a join: phoenix.js calls `onLeave` for the old metas and `onJoin` for the new
+    /// ones, and a leave and rejoin coalesced into one diff (a server with a diff window) looks
+    /// exactly like that. A meta added beside the old ones (another tab) is no transition.
     fn transitions(self, state: &HashMap<String, Vec<String>>) -> Vec<Transition> {
-        let mut out: Vec<Transition> = self
-            .0
-            .into_iter()
-            .filter_map(|(k, before)| {
-                let now = state.contains_key(&k);
-                (now != before).then_some((k, now))
-            })
-            .collect();
+        let mut out: Vec<Transition> = vec![];
+        for (k, before) in self.0 {
+            match (before, state.get(&k)) {
+                (None, Some(_)) => out.push((k, true)),
+                (Some(_), None) => out.push((k, false)),
+                (Some(b), Some(now)) if !b.is_empty() && b.iter().all(|r| !now.contains(r)) => {
+                    out.push((k.clone(), false));
+                    out.push((k, true));
+                }
+                _ => {}
+            }
+        }
         out.sort();
         out
     }
@@ -198,6 +207,18 @@ fn sync_diff(state: &mut HashMap<String, Vec<String>>, diff: &Diff, touched: &mu
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_leave_and_rejoin_in_one_diff_is_both_transitions() {
+        let mut v = PresenceView::new();
+        v.on_state(vec![("u1".into(), vec!["r1".into()])]);
+        let d = Diff { joins: vec![("u1".into(), vec!["r2".into()])], leaves: vec![("u1".into(), vec!["r1".into()])] };
+        assert_eq!(v.on_diff(d), vec![("u1".to_string(), false), ("u1".to_string(), true)]);
+        assert!(v.contains("u1"));
+        // a second tab joining (the old meta stays) is no transition
+        let d = Diff { joins: vec![("u1".into(), vec!["r3".into()])], leaves: vec![] };
+        assert_eq!(v.on_diff(d), vec![]);
+    }
+
     fn p(list: &[(&str, &[&str])]) -> Presences {
         list.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect()
     }
@@ -258,7 +279,9 @@ mod tests {
         let mut v = PresenceView::new();
         v.on_state(p(&[("u", &["OLD"])]));
         let t = v.on_diff(Diff { joins: p(&[("u", &["NEW"])]), leaves: p(&[("u", &["OLD"])]) });
-        assert!(t.is_empty());
+        // every meta replaced: phoenix.js calls onLeave for OLD and onJoin for NEW, and a leave
+        // plus rejoin coalesced into one diff looks the same; both are reported
+        assert_eq!(t, vec![("u".to_string(), false), ("u".to_string(), true)]);
         assert_eq!(refs(&v, "u"), vec!["NEW"]);
     }
 

@@ -38,6 +38,8 @@ pub(super) struct RoomTrack {
     pub(super) busy: Vec<bool>,
     /// observer's view is synced (presence_state received for its current join)
     pub(super) established: Vec<bool>,
+    /// members in each observer's view (phoenix.js model), after its last frame
+    pub(super) view_len: Vec<usize>,
     pub(super) events: HashMap<(u32, bool), Ev>,
 }
 
@@ -100,6 +102,13 @@ impl RoomTrack {
         done
     }
 
+    /// Every synced observer's view holds exactly the members present (the ramp's presence
+    /// traffic has been delivered).
+    pub(super) fn views_complete(&self) -> bool {
+        let present = self.present.iter().filter(|p| **p).count();
+        self.established.iter().zip(&self.view_len).all(|(e, n)| !*e || *n == present)
+    }
+
     /// Observer `o` stops observing (left or disconnected).
     pub(super) fn drop_observer(&mut self, o: usize) {
         if o < self.established.len() {
@@ -138,6 +147,7 @@ impl PresenceSc {
                     present: vec![false; room_size],
                     busy: vec![false; room_size],
                     established: vec![false; observers],
+                    view_len: vec![0; observers],
                     events: HashMap::new(),
                 })
             })
@@ -183,7 +193,7 @@ mod tests {
 
     #[test]
     fn event_converges_once_every_synced_observer_saw_it() {
-        let mut t = RoomTrack { present: vec![true; 3], busy: vec![false; 3], established: vec![true, true], events: HashMap::new() };
+        let mut t = RoomTrack { present: vec![true; 3], busy: vec![false; 3], established: vec![true, true], view_len: vec![0, 0], events: HashMap::new() };
         assert_eq!(t.start_event(2, false, 100), None);
         let ts = vec![(member_key(7, 2), false)];
         assert!(t.on_transitions(7, 0, &ts, 150).is_empty());

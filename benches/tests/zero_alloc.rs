@@ -1,6 +1,6 @@
 //! Fan-out allocates nothing per delivery: dispatching one broadcast to N subscribers makes the
 //! same (small, constant) number of allocations for N = 10 and N = 10 000 — the one encode of
-//! the frame — not one per subscriber.
+//! the frame and its fan-out clock — not one per subscriber.
 
 use std::sync::Arc;
 
@@ -32,6 +32,9 @@ fn dispatch_allocations_do_not_grow_with_subscribers() {
     let (d_small, a_small) = allocs_for(10);
     let (d_big, a_big) = allocs_for(10_000);
     assert_eq!((d_small, d_big), (10, 10_000));
-    assert!(a_small <= 2, "encode should be the only allocation, got {a_small}");
+    // per broadcast, whatever the audience: the encoded frame's buffer and its shared form (2),
+    // and the fan-out completion clock (`phx_broker_fanout_completion_seconds`): its `Arc`, shared
+    // by the broadcast's frames, and the frame's owner holding it (2)
+    assert!(a_small <= 4, "encode and the fan-out clock should be the only allocations, got {a_small}");
     assert_eq!(a_small, a_big, "allocations grew with the number of subscribers");
 }

@@ -8,8 +8,9 @@
 //! - leaves: [`error`], [`flags`], [`frame`], [`hist`], [`rng`], [`sysinfo`], [`result`],
 //!   [`compare`], [`summarize`], [`scrape`] (the server's fan-out time from its `/metrics`);
 //!   [`ws`], the WebSocket client (uses [`error`]);
+//! - [`local`]: per-thread accumulation of what connections record per frame (used by
+//!   [`engine`]'s context);
 //! - [`engine`]: a worker's context, connection driver, run control and worker IPC;
-//!   [`local`]: per-thread accumulation of what connections record per frame;
 //! - [`report`]: the JSON report (common part; a scenario adds its own);
 //! - [`scenario`]: the `Scenario` trait, the scenarios and their registry;
 //! - [`coord`]: runs any scenario (in process or as worker processes) and writes its report;

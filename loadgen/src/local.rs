@@ -7,10 +7,20 @@
 //! Every recorded quantity merges exactly (counter sums, histogram counts, per-broadcast max and
 //! count), so the merged result equals recording every frame into the shared result directly.
 
-use crate::engine::ctx::{stripe, STRIPES};
-use crate::engine::Ctx;
 use crate::result::WorkerResult;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+/// Slots of per-thread state (shards here, striped counters in `engine::ctx`): a runtime thread
+/// uses slot [`stripe`]`()`.
+pub(crate) const STRIPES: usize = 16;
+
+/// This thread's slot.
+pub(crate) fn stripe() -> usize {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local!(static MINE: usize = (NEXT.fetch_add(1, Relaxed) as usize) % STRIPES);
+    MINE.with(|m| *m)
+}
 
 /// Buffered samples per shard before they are merged (one lock of the result per BATCH).
 pub const BATCH: usize = 1024;
@@ -179,35 +189,6 @@ impl Shards {
                 taken.merge_into(&mut rec.lock().unwrap_or_else(|e| e.into_inner()));
             }
         }
-    }
-}
-
-/// What a connection records per frame, into its thread's shard of the worker's [`Ctx`].
-pub struct ConnRec {
-    ctx: Arc<Ctx>,
-}
-
-impl ConnRec {
-    pub fn new(ctx: Arc<Ctx>) -> Self {
-        ConnRec { ctx }
-    }
-    /// Record several things under one lock of the shard.
-    #[inline]
-    pub fn with<R>(&mut self, f: impl FnOnce(&mut Local) -> R) -> R {
-        self.ctx.shards.with(&self.ctx.rec, f)
-    }
-    pub fn add(&mut self, name: &'static str, n: u64) {
-        self.with(|l| l.add(name, n))
-    }
-    pub fn error(&mut self, kind: &'static str) {
-        self.with(|l| l.error(kind))
-    }
-    #[inline]
-    pub fn delivery(&mut self, d: Delivery) {
-        self.with(|l| l.delivery(d));
-    }
-    pub fn sample(&mut self, hist: &'static str, v: u64) {
-        self.with(|l| l.sample(hist, v));
     }
 }
 

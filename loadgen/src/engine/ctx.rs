@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use super::ports::Ports;
-use crate::local::Shards;
+use crate::local::{stripe, Local, Shards, STRIPES};
 
 pub fn now_unix_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
@@ -44,17 +44,9 @@ pub enum Phase {
 #[derive(Default)]
 pub struct Striped([Slot; STRIPES]);
 
-pub(crate) const STRIPES: usize = 16;
-
 #[derive(Default)]
 #[repr(align(128))]
 struct Slot(AtomicU64);
-
-pub(crate) fn stripe() -> usize {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    thread_local!(static MINE: usize = (NEXT.fetch_add(1, Relaxed) as usize) % STRIPES);
-    MINE.with(|m| *m)
-}
 
 impl Striped {
     #[inline]
@@ -245,5 +237,34 @@ impl Ctx {
 
     pub fn heartbeat_period(&self) -> Duration {
         Duration::from_secs_f64(self.common.heartbeat.max(0.1))
+    }
+}
+
+/// What a connection records per frame, into its thread's shard of the worker's [`Ctx`].
+pub struct ConnRec {
+    ctx: Arc<Ctx>,
+}
+
+impl ConnRec {
+    pub fn new(ctx: Arc<Ctx>) -> Self {
+        ConnRec { ctx }
+    }
+    /// Record several things under one lock of the shard.
+    #[inline]
+    pub fn with<R>(&mut self, f: impl FnOnce(&mut Local) -> R) -> R {
+        self.ctx.shards.with(&self.ctx.rec, f)
+    }
+    pub fn add(&mut self, name: &'static str, n: u64) {
+        self.with(|l| l.add(name, n))
+    }
+    pub fn error(&mut self, kind: &'static str) {
+        self.with(|l| l.error(kind))
+    }
+    #[inline]
+    pub fn delivery(&mut self, d: crate::local::Delivery) {
+        self.with(|l| l.delivery(d));
+    }
+    pub fn sample(&mut self, hist: &'static str, v: u64) {
+        self.with(|l| l.sample(hist, v));
     }
 }

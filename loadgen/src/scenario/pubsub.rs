@@ -8,7 +8,8 @@ use crate::engine::{establish, heartbeat_timer, join_topics, now_unix_us, phase_
 use crate::error::ConnError;
 use crate::frame::{self, Stamp};
 use crate::hist::Hist;
-use crate::local::{ConnRec, Delivery, NO_SEC};
+use crate::engine::ctx::ConnRec;
+use crate::local::{Delivery, NO_SEC};
 use crate::report::{Summary, Q_FULL, Q_SHORT};
 use crate::result::{Seen, Tracks, WorkerResult};
 use crate::rng::Rng;

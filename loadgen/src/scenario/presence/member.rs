@@ -8,7 +8,7 @@ use crate::engine::conn::ref_is;
 use crate::engine::{establish, heartbeat_timer, instant_at_unix, now_unix_us, uri_component, Conn, Ctx, Phase};
 use crate::error::ConnError;
 use crate::frame;
-use crate::local::ConnRec;
+use crate::engine::ctx::ConnRec;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

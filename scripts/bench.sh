@@ -33,17 +33,10 @@ PRESENCE_ROOM="${PRESENCE_ROOM:-10000}"
 PRESENCE_CHURN="${PRESENCE_CHURN:-100}"
 mkdir -p "$OUT"
 
-# built one package at a time: building both in one command unifies features and rebuilds deps
-# (SKIP_BUILD=1: use the binaries as they are; BROKER_BIN: no broker build at all)
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-  [[ -n "${BROKER_BIN:-}" ]] || cargo build --release -p broker || exit 2
-  cargo build --release -p loadgen || exit 2
-fi
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-# LOADGEN_BIN: another loadgen binary (the tests use their debug build)
-LG="${LOADGEN_BIN:-$BIN/loadgen}"
-# BROKER_BIN: another broker binary to measure (an A/B against an older commit's build).
-BROKER="${BROKER_BIN:-$BIN/broker}"
+# SKIP_BUILD=1: the binaries as they are; BROKER_BIN: another broker binary to measure (an A/B
+# against an older commit's build); LOADGEN_BIN: another loadgen (the tests use their debug build)
+. scripts/release-bins.sh
+release_bins || exit 2
 TMP="$(mktemp -d)"
 BROKER_PID=""
 stop_broker() {

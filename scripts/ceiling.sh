@@ -27,18 +27,10 @@ N="${N:-19000}"
 SOURCE_IPS="${SOURCE_IPS:-127.0.0.2+4}"
 PROCS="${PROCS:-2}"
 
-# built one package at a time, as scripts/bench.sh does (one command for both unifies
-# features and rebuilds dependencies); SKIP_BUILD=1 uses the binaries as they are,
-# BROKER_BIN another broker binary (no broker build)
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-  [[ -n "${BROKER_BIN:-}" ]] || cargo build --release -p broker || exit 2
-  cargo build --release -p loadgen || exit 2
-fi
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-LG="${LOADGEN_BIN:-$BIN/loadgen}"
-BROKER="${BROKER_BIN:-$BIN/broker}"
+# SKIP_BUILD=1 uses the binaries as they are, BROKER_BIN / LOADGEN_BIN other builds
+. scripts/release-bins.sh
+release_bins || exit 2
 BUILD_NOTE="${BUILD_NOTE:-broker built from the work tree at $(git rev-parse --short HEAD 2>/dev/null)}"
-[[ -x "$LG" && -x "$BROKER" ]] || { echo "missing binaries: $LG, $BROKER (build them, or set LOADGEN_BIN / BROKER_BIN)"; exit 2; }
 mkdir -p "$OUT"
 TMP="$(mktemp -d)"
 TIMEOUT_PID=""

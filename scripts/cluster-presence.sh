@@ -11,10 +11,8 @@
 #   SKIP_BUILD=1 BROKER_BIN=... LOADGEN_BIN=... ROOM=1000 CHURN=100 RUNS=3 scripts/cluster-presence.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-if [ -z "${SKIP_BUILD:-}" ]; then cargo build --release -p broker -p loadgen; fi
-BROKER_BIN="${BROKER_BIN:-$TARGET_DIR/release/broker}"
-LOADGEN_BIN="${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}"
+. scripts/release-bins.sh
+release_bins
 ROOM=${ROOM:-1000}
 CHURN=${CHURN:-100}
 DURATION=${DURATION:-20}
@@ -35,11 +33,11 @@ run() { # nodes run
     local p; p=$(free_port)
     local cluster=()
     [ "$n" -gt 1 ] && cluster=(--redis-url "redis://127.0.0.1:$RPORT" --node-name "p$i")
-    "$BROKER_BIN" --listen "127.0.0.1:$p" "${cluster[@]}" --no-demo --presence-window-ms 0 >"$WORK/node-$n-$r-$i.log" 2>&1 &
+    "$BROKER" --listen "127.0.0.1:$p" "${cluster[@]}" --no-demo --presence-window-ms 0 >"$WORK/node-$n-$r-$i.log" 2>&1 &
     PIDS+=("$!"); ports+=("$p"); urls+=("ws://127.0.0.1:$p/socket/websocket")
   done
   wait_nodes "${ports[@]}"
-  timeout 600 "$LOADGEN_BIN" presence --url "$(IFS=,; echo "${urls[*]}")" -k "$ROOM" --churn-rate "$CHURN" --duration "$DURATION" \
+  timeout 600 "$LG" presence --url "$(IFS=,; echo "${urls[*]}")" -k "$ROOM" --churn-rate "$CHURN" --duration "$DURATION" \
     --observers 30 --connect-rate 1000 --quiet --label "presence-${n}node" --out "$OUT/presence-${n}node-run$r.json" >/dev/null || true
   stop_all
 }

@@ -13,10 +13,8 @@
 #   SKIP_BUILD=1 BROKER_BIN=... LOADGEN_BIN=... scripts/cluster-redis-cost.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-if [ -z "${SKIP_BUILD:-}" ]; then cargo build --release -p broker -p loadgen; fi
-BROKER_BIN="${BROKER_BIN:-$TARGET_DIR/release/broker}"
-LOADGEN_BIN="${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}"
+. scripts/release-bins.sh
+release_bins
 OUT=bench-results/cluster
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
@@ -37,7 +35,7 @@ for N in 1 3 10; do
   ports=(); urls=()
   for i in $(seq 1 "$N"); do
     p=$(free_port)
-    "$BROKER_BIN" --listen "127.0.0.1:$p" --redis-url "redis://127.0.0.1:$RPORT" --node-name "n$i" --no-demo --presence-topics "" >"$WORK/node-$N-$i.log" 2>&1 &
+    "$BROKER" --listen "127.0.0.1:$p" --redis-url "redis://127.0.0.1:$RPORT" --node-name "n$i" --no-demo --presence-topics "" >"$WORK/node-$N-$i.log" 2>&1 &
     PIDS+=("$!"); ports+=("$p"); urls+=("ws://127.0.0.1:$p/socket/websocket")
   done
   wait_nodes "${ports[@]}"
@@ -46,7 +44,7 @@ for N in 1 3 10; do
   redis-cli -p "$RPORT" subscribe "phx:b:bench:0" >"$WORK/listen-$N.txt" 2>/dev/null &
   LISTEN=$!; PIDS+=("$LISTEN"); sleep 0.3
   subs=$((SUBS_PER_NODE * N))
-  timeout 300 "$LOADGEN_BIN" fanout --url "$(IFS=,; echo "${urls[*]}")" -n "$subs" --topics 1 --publishers 1 \
+  timeout 300 "$LG" fanout --url "$(IFS=,; echo "${urls[*]}")" -n "$subs" --topics 1 --publishers 1 \
     --rate "$RATE" --duration "$DURATION" --connect-rate 2000 --quiet --out "$WORK/fanout-$N.json" >/dev/null
   sleep 0.5; kill "$LISTEN" 2>/dev/null || true
   # redis-cli prints each message as three lines: "message", the channel, the payload.

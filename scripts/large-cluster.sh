@@ -13,10 +13,8 @@
 # brokers' and the kernel's figures). Every process is bounded by `timeout`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-if [ -z "${SKIP_BUILD:-}" ]; then cargo build --release -p broker -p loadgen; fi
-BROKER_BIN="${BROKER_BIN:-$TARGET_DIR/release/broker}"
-LOADGEN_BIN="${LOADGEN_BIN:-$TARGET_DIR/release/loadgen}"
+. scripts/release-bins.sh
+release_bins
 CONNS=${CONNS:-200000}
 NODES=${NODES:-11}
 PROCS=${PROCS:-11}
@@ -43,7 +41,7 @@ if [ "$per_node" -gt 19900 ]; then echo "CONNS/NODES must stay under 19,900 per 
 ports=(); urls=(); bpids=()
 for i in $(seq 1 "$NODES"); do
   p=$(free_port)
-  "$BROKER_BIN" --listen "127.0.0.1:$p" --redis-url "redis://127.0.0.1:$RPORT" --node-name "big$i" --no-demo \
+  "$BROKER" --listen "127.0.0.1:$p" --redis-url "redis://127.0.0.1:$RPORT" --node-name "big$i" --no-demo \
     --presence-topics "" --max-connections "$per_node" >"$WORK/node-$i.log" 2>&1 &
   bpids+=("$!"); PIDS+=("$!"); ports+=("$p"); urls+=("ws://127.0.0.1:$p/socket/websocket")
 done
@@ -63,7 +61,7 @@ start=$(date +%s)
   done
 ) &
 SAMPLER=$!
-timeout 1200 "$LOADGEN_BIN" fanout --url "$(IFS=,; echo "${urls[*]}")" -n "$CONNS" --topics 1 --publishers 1 \
+timeout 1200 "$LG" fanout --url "$(IFS=,; echo "${urls[*]}")" -n "$CONNS" --topics 1 --publishers 1 \
   --rate "$RATE" --duration "$DURATION" --drain 30 --procs "$PROCS" --source-ips "$SOURCE_IPS" \
   --connect-rate "$CONNECT_RATE" --ramp-timeout 600 --deadline 1100 --heartbeat 30 --quiet \
   --label "cluster-$CONNS-${NODES}nodes" --out "$OUT/cluster-$CONNS.json" --svg "$OUT/cluster-$CONNS.svg" || echo "loadgen exited $?"

@@ -32,13 +32,8 @@ fi
 LABEL="${LABEL:-$DEFAULT_LABEL}"
 mkdir -p "$OUT"
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-  [[ -n "${BROKER_BIN:-}" ]] || cargo build --release -p broker || exit 2
-  cargo build --release -p loadgen || exit 2
-fi
-BROKER="${BROKER_BIN:-$CARGO_TARGET_DIR/release/broker}"
-LG="${LOADGEN_BIN:-$CARGO_TARGET_DIR/release/loadgen}"
+. scripts/release-bins.sh
+release_bins || exit 2
 
 TMP="$(mktemp -d)"
 BROKER_PID=""; TIMEOUT_PID=""; LG_PID=""

@@ -65,7 +65,9 @@
 //! `Arc<Broadcast>` to every shard → each shard walks its subscribers of the topic and pushes
 //! the frame for the subscriber's serializer ([`pubsub::Broadcast::frame`], encoded once, on
 //! first use) onto the subscriber's [`outbox::Outbox`] → the connection's writer takes
-//! everything queued and writes it with one `writev`. Events a channel intercepts go to its
+//! everything queued and writes it with one `writev`. The encoded frame's bytes hold the
+//! broadcast's fan-out clock: when its last copy is dropped after the last write, the time since
+//! the broadcast's receipt goes to `phx_broker_fanout_completion_seconds`. Events a channel intercepts go to its
 //! task (`handle_out`) instead. A channel does not wait for its broadcast's fan-out: until its
 //! shard has processed it ([`pubsub::Ticket`]), the channel's own replies and pushes are queued
 //! behind it in that shard, so its socket still sees the broadcast first (spec §5.5). A message

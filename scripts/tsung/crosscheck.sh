@@ -31,15 +31,9 @@ TSUNG_IPS=(127.0.0.6 127.0.0.7 127.0.0.8 127.0.0.9)
 LG_IPS="127.0.0.2+4"
 
 command -v tsung >/dev/null || { echo "tsung is not installed (apt-get install -y tsung)"; exit 2; }
-if [[ -z "${SKIP_BUILD:-}" ]]; then
-  [[ -n "${BROKER_BIN:-}" ]] || cargo build --release -p broker || exit 2
-  [[ -n "${LOADGEN_BIN:-}" ]] || cargo build --release -p loadgen || exit 2
-fi
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-BROKER="${BROKER_BIN:-$BIN/broker}"
-LG="${LOADGEN_BIN:-$BIN/loadgen}"
+. scripts/release-bins.sh
+release_bins || exit 2
 BUILD_NOTE="${BUILD_NOTE:-built from the work tree at $(git rev-parse --short HEAD 2>/dev/null)}"
-[[ -x "$LG" && -x "$BROKER" ]] || { echo "missing binaries: $LG, $BROKER (build them, or set LOADGEN_BIN / BROKER_BIN)"; exit 2; }
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 RAW="$OUT/raw"

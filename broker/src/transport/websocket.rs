@@ -433,23 +433,29 @@ fn crashed() -> StopReason {
     StopReason::Error("socket crashed".into())
 }
 
+/// What the writer took from its outbox and has not written yet.
+#[derive(Default)]
+struct Taken {
+    frames: VecDeque<Frame>,
+    /// Bytes written since the last drain, given back to the outbox with the next drain (one
+    /// lock per write cycle).
+    written: usize,
+    /// Bytes of `frames[0]` already written (a partial write).
+    offset: usize,
+}
+
 async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, batch: usize) {
-    let mut queue: VecDeque<Frame> = VecDeque::new();
-    // Bytes written since the last drain, given back to the outbox with the next drain (one
-    // lock per write cycle).
-    let mut written = 0;
-    // Bytes of `queue[0]` already written (a partial write).
-    let mut offset = 0;
+    let mut taken = Taken::default();
     loop {
-        match outbox.drain_after(&mut queue, std::mem::take(&mut written)) {
+        match outbox.drain_after(&mut taken.frames, std::mem::take(&mut taken.written)) {
             Status::Open => {
                 // Usually the socket takes everything at once: written in this poll, with no
                 // future kept. Otherwise the rest is written by a boxed future: held inline,
                 // its state (the wait on the socket, the overflow watch, a timer) would sit in
                 // every idle writer (592 bytes in all; 1 allocation per blocked write instead).
-                let r = match write_all(&mut wr, &mut queue, &outbox, batch, &mut written, &mut offset).now_or_never() {
+                let r = match write_all(&mut wr, &mut taken, &outbox, batch).now_or_never() {
                     Some(r) => r,
-                    None => match Box::pin(write_blocked(&mut wr, &mut queue, &outbox, batch, &mut written, &mut offset)).await {
+                    None => match Box::pin(write_blocked(&mut wr, &mut taken, &outbox, batch)).await {
                         Some(r) => r,
                         None => break,
                     },
@@ -459,20 +465,20 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, batch
                 }
             }
             Status::SlowConsumer => {
-                queue.clear();
+                taken.frames.clear();
                 let close = Frame::close_for(CloseReason::SlowConsumer);
                 let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), wr.write_all(close.wire()))).await;
                 break;
             }
             Status::Closed { flush, last } => {
                 if !flush {
-                    queue.clear();
-                    offset = 0;
+                    taken.frames.clear();
+                    taken.offset = 0;
                 }
                 if let Some(last) = last {
-                    queue.push_back(last);
+                    taken.frames.push_back(last);
                 }
-                let flush = write_all(&mut wr, &mut queue, &outbox, batch, &mut written, &mut offset);
+                let flush = write_all(&mut wr, &mut taken, &outbox, batch);
                 let _ = Box::pin(tokio::time::timeout(Duration::from_secs(2), flush)).await;
                 break;
             }
@@ -480,13 +486,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, batch
         // Everything went out: the writer sleeps without a queue. (The next drain swaps this
         // empty one into the outbox, so an idle connection holds no queue on either side; a
         // busy one allocates one per wake-up, next to a `writev` that costs ~1000x more.)
-        if queue.is_empty() && queue.capacity() > 0 {
-            queue = VecDeque::new();
+        if taken.frames.is_empty() && taken.frames.capacity() > 0 {
+            taken.frames = VecDeque::new();
         }
         outbox.ready().await;
     }
     // What was taken and not written is released here (and the budget credited).
-    queue.clear();
+    taken.frames.clear();
     outbox.close();
     outbox.writer_done();
     let _ = wr.shutdown().await;
@@ -496,15 +502,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, outbox: Arc<Outbox>, batch
 /// it; once the outbox overflows meanwhile, the write gets a last second to finish (then the
 /// next drain sends 1008), after which `None`: the connection is dropped mid-frame (a client
 /// that does not read never sees a close frame anyway).
-async fn write_blocked<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    queue: &mut VecDeque<Frame>,
-    outbox: &Outbox,
-    batch: usize,
-    written: &mut usize,
-    offset: &mut usize,
-) -> Option<std::io::Result<()>> {
-    let write = write_all(wr, queue, outbox, batch, written, offset);
+async fn write_blocked<W: AsyncWrite + Unpin>(wr: &mut W, taken: &mut Taken, outbox: &Outbox, batch: usize) -> Option<std::io::Result<()>> {
+    let write = write_all(wr, taken, outbox, batch);
     tokio::pin!(write);
     tokio::select! {
         r = &mut write => Some(r),
@@ -512,22 +511,16 @@ async fn write_blocked<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes every queued frame, up to `batch` per `writev`, handling partial writes (`offset`:
-/// bytes of the first frame already written, kept by the caller across cancelled writes). The bytes
-/// written are given back to the outbox after each `writev` that leaves frames behind (a long
-/// write to a slow reader shows progress) and once everything went out; `written` holds them
-/// in between (and what a cancelled write had written, for the next drain).
+/// Writes every taken frame, up to `batch` per `writev`, handling partial writes (`offset`,
+/// kept across a write cancelled or handed to [`write_blocked`]). The bytes written are given
+/// back to the outbox after each `writev` that leaves frames behind (a long write to a slow
+/// reader shows progress) and once everything went out; `written` holds them in between (and
+/// what a cancelled write had written, for the next drain).
 ///
 /// The `IoSlice` array lives on the stack of one `poll`, never in the future's state: held
 /// across an `.await` it would cost 8 KiB per connection.
-async fn write_all<W: AsyncWrite + Unpin>(
-    wr: &mut W,
-    queue: &mut VecDeque<Frame>,
-    outbox: &Outbox,
-    batch: usize,
-    written: &mut usize,
-    offset: &mut usize,
-) -> std::io::Result<()> {
+async fn write_all<W: AsyncWrite + Unpin>(wr: &mut W, taken: &mut Taken, outbox: &Outbox, batch: usize) -> std::io::Result<()> {
+    let Taken { frames: queue, written, offset } = taken;
     while !queue.is_empty() {
         let n = std::future::poll_fn(|cx| {
             let mut slices: [IoSlice<'_>; IOV_MAX] = [IoSlice::new(&[]); IOV_MAX];
